@@ -1,0 +1,37 @@
+# Every target a new user needs: `make demo` and `make test` build the environment first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench-cost calibrate clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/python -m pip install --upgrade --quiet pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,ray]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python scripts/demo_cost.py
+
+test: $(STAMP)
+	$(BIN)/ruff check ttp_search tests scripts studies
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check ttp_search tests scripts studies
+	$(BIN)/ruff format --check ttp_search tests scripts studies
+
+calibrate: $(STAMP)
+	$(BIN)/ttp time calibrate
+
+bench-cost: $(STAMP)
+	$(BIN)/python scripts/bench_cost_model.py
+
+clean-venv:
+	rm -rf $(VENV)
