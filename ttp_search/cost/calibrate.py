@@ -29,7 +29,7 @@ from ttp_search.cost._timing import median_time, synchronize
 from ttp_search.cost.cache import FORMAT_VERSION, atomic_write_bytes, device_fingerprint
 from ttp_search.cost.features import FEATURE_COLUMNS, is_alias_op, op_features
 from ttp_search.cost.random_nets import random_layer, random_network
-from ttp_search.cost.step import OPTIMIZERS, build_optimizer, measure_step_time
+from ttp_search.cost.step import OPTIMIZERS, build_optimizer, measure_step_time, training_loss
 from ttp_search.cost.trace import StepTrace, trace_training_step
 from ttp_search.errors import CalibrationError, InvalidInputError
 
@@ -59,7 +59,9 @@ class NetArrays:
         real = [r.features for r in trace.ops if not r.features.is_alias]
         return cls(
             op_names=[f.op for f in real],
-            op_X=np.array([f.vector() for f in real], dtype=np.float64).reshape(-1, len(FEATURE_COLUMNS)),
+            op_X=np.array([f.vector() for f in real], dtype=np.float64).reshape(
+                -1, len(FEATURE_COLUMNS)
+            ),
             n_ops=len(real),
             n_alias=len(trace.ops) - len(real),
             flops=trace.flops,
@@ -204,7 +206,9 @@ class CalibrationData:
                 created=str(meta["created"]),
             )
         except (KeyError, IndexError, ValueError, TypeError) as exc:
-            raise CalibrationError(f"calibration file {path} is incomplete ({exc}); {hint}") from exc
+            raise CalibrationError(
+                f"calibration file {path} is incomplete ({exc}); {hint}"
+            ) from exc
         if not np.all(np.isfinite(data.op_time)) or len(data.op_time) != len(data.op_names):
             raise CalibrationError(f"calibration file {path} holds invalid timings; {hint}")
         return data
@@ -266,8 +270,7 @@ def _sample_ops(data, rng, deadline, device, bar) -> None:
         leaf = torch.randn(batch, *shape, device=device, requires_grad=True)
         x = leaf.clone()  # not a leaf, so in-place activations work as inside a network
         with _OpTimer(data, deadline, device):
-            out = module(x)
-            out.float().sum().backward()
+            training_loss(module(x)).backward()
         synchronize(device)
         bar.update(time.perf_counter() - t0)
 
@@ -306,9 +309,7 @@ def _sample_networks(data, rng, deadline, device, bar) -> None:
         kind = kinds[i % len(kinds)]
         i += 1
         trace = trace_training_step(net, shape, batch)
-        measured = measure_step_time(
-            net, shape, batch, kind, warmup=1, repeats=3, max_total_s=3.0
-        )
+        measured = measure_step_time(net, shape, batch, kind, warmup=1, repeats=3, max_total_s=3.0)
         data.nets.append(NetArrays.from_trace(trace))
         data.net_optimizer.append(kind)
         data.net_time.append(measured.step_time_s)
@@ -323,7 +324,9 @@ def collect_calibration(
 ) -> CalibrationData:
     """Measure this device for ``budget_s`` seconds (ops, optimizer updates, networks)."""
     if not isinstance(budget_s, (int, float)) or not np.isfinite(budget_s) or budget_s < 5:
-        raise InvalidInputError(f"budget_s must be a finite number of seconds >= 5, got {budget_s!r}")
+        raise InvalidInputError(
+            f"budget_s must be a finite number of seconds >= 5, got {budget_s!r}"
+        )
     device = torch.device(device)
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -339,10 +342,19 @@ def collect_calibration(
     remaining = budget_s - (time.perf_counter() - start)
     shares = {k: v for k, v in _SHARES.items() if k != "peaks"}
     total_share = sum(shares.values())
-    with tqdm(total=round(remaining, 1), unit="s", desc="calibrating", disable=not progress,
-              mininterval=1.0, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s") as bar:
-        for stage, sampler in (("ops", _sample_ops), ("optimizer", _sample_optimizer),
-                               ("networks", _sample_networks)):
+    with tqdm(
+        total=round(remaining, 1),
+        unit="s",
+        desc="calibrating",
+        disable=not progress,
+        mininterval=1.0,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s",
+    ) as bar:
+        for stage, sampler in (
+            ("ops", _sample_ops),
+            ("optimizer", _sample_optimizer),
+            ("networks", _sample_networks),
+        ):
             bar.set_description(f"calibrating {stage}")
             deadline = time.perf_counter() + remaining * shares[stage] / total_share
             with torch.no_grad() if stage == "optimizer" else torch.enable_grad():

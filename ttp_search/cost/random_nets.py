@@ -19,9 +19,9 @@ SPATIAL = (1, 2, 3, 4, 7, 8, 14, 16, 28, 32, 56, 64)
 
 
 def _logint(rng: np.random.Generator, low: int, high: int, multiple: int = 1) -> int:
-    value = int(round(math.exp(rng.uniform(math.log(low), math.log(high)))))
+    value = round(math.exp(rng.uniform(math.log(low), math.log(high))))
     if multiple > 1 and value >= multiple:
-        value = int(round(value / multiple)) * multiple
+        value = round(value / multiple) * multiple
     return max(low, min(high, value))
 
 
@@ -44,7 +44,17 @@ class _Act(nn.Module):
         return self.act(x)
 
 
-ACTIVATIONS = ("relu", "relu_out", "relu6", "gelu", "silu", "hardswish", "hardsigmoid", "sigmoid", "tanh")
+ACTIVATIONS = (
+    "relu",
+    "relu_out",
+    "relu6",
+    "gelu",
+    "silu",
+    "hardswish",
+    "hardsigmoid",
+    "sigmoid",
+    "tanh",
+)
 
 
 class _SE(nn.Module):
@@ -116,9 +126,25 @@ def random_layer(rng: np.random.Generator) -> tuple[nn.Module, tuple[int, ...], 
     """One random layer (or tiny block) with its input shape (without batch) and batch size."""
     kind = rng.choice(
         [
-            "conv", "conv", "conv", "dwconv", "conv1d", "linear", "linear", "linear3d",
-            "bn", "act", "pool", "se", "residual", "dense", "shuffle", "lnorm", "attn",
-            "vggfc", "dropout",
+            "conv",
+            "conv",
+            "conv",
+            "dwconv",
+            "conv1d",
+            "linear",
+            "linear",
+            "linear3d",
+            "bn",
+            "act",
+            "pool",
+            "se",
+            "residual",
+            "dense",
+            "shuffle",
+            "lnorm",
+            "attn",
+            "vggfc",
+            "dropout",
         ]
     )
     n = int(rng.choice(BATCHES))
@@ -141,12 +167,20 @@ def random_layer(rng: np.random.Generator) -> tuple[nn.Module, tuple[int, ...], 
         k = int(rng.choice([1, 3, 5, 7, 9]))
         length = _logint(rng, 8, 2048)
         cout = _logint(rng, 8, 512, 8)
-        layer = nn.Sequential(nn.Conv1d(c, cout, k, padding=k // 2), nn.BatchNorm1d(cout), nn.ReLU())
+        layer = nn.Sequential(
+            nn.Conv1d(c, cout, k, padding=k // 2), nn.BatchNorm1d(cout), nn.ReLU()
+        )
         return layer, (c, length), n
     if kind in ("linear", "linear3d", "vggfc"):
-        fin = _logint(rng, 8, 8192, 8) if kind != "vggfc" else int(rng.choice([512, 2048, 4608, 25088]))
+        fin = (
+            _logint(rng, 8, 8192, 8)
+            if kind != "vggfc"
+            else int(rng.choice([512, 2048, 4608, 25088]))
+        )
         fout = _logint(rng, 2, 8192, 2) if kind != "vggfc" else int(rng.choice([10, 1000, 4096]))
-        layer = nn.Sequential(nn.Linear(fin, fout, bias=bool(rng.integers(4))), _Act(rng.choice(ACTIVATIONS)))
+        layer = nn.Sequential(
+            nn.Linear(fin, fout, bias=bool(rng.integers(4))), _Act(rng.choice(ACTIVATIONS))
+        )
         shape = (_logint(rng, 1, 256), fin) if kind == "linear3d" else (fin,)
         return layer, shape, n
     if kind == "bn":
@@ -156,14 +190,22 @@ def random_layer(rng: np.random.Generator) -> tuple[nn.Module, tuple[int, ...], 
     if kind == "pool":
         hw = max(hw, 2)
         layer = rng.choice(
-            [nn.MaxPool2d(3, 2, 1), nn.MaxPool2d(2), nn.AvgPool2d(2), nn.AdaptiveAvgPool2d(1),
-             nn.AdaptiveAvgPool2d(7), nn.AvgPool2d(3, 1, 1)]
+            [
+                nn.MaxPool2d(3, 2, 1),
+                nn.MaxPool2d(2),
+                nn.AvgPool2d(2),
+                nn.AdaptiveAvgPool2d(1),
+                nn.AdaptiveAvgPool2d(7),
+                nn.AvgPool2d(3, 1, 1),
+            ]
         )
         return nn.Sequential(layer, nn.Flatten()), (c, hw, hw), n
     if kind == "se":
         return _SE(c, int(rng.choice([4, 8, 16]))), (c, hw, hw), n
     if kind == "residual":
-        body = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True))
+        body = nn.Sequential(
+            nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)
+        )
         return _Residual(body), (c, hw, hw), n
     if kind == "dense":
         return _DenseCat(c, int(rng.choice([12, 32, 48]))), (c, hw, hw), n
@@ -202,9 +244,14 @@ def random_network(rng: np.random.Generator) -> tuple[nn.Module, tuple[int, ...]
         e = int(rng.choice([32, 64, 96, 128, 192, 256]))
         heads = int(rng.choice([h for h in (1, 2, 4, 8) if e % h == 0]))
         seq = _logint(rng, 4, 128)
-        layer = nn.TransformerEncoderLayer(e, heads, dim_feedforward=e * int(rng.choice([2, 4])),
-                                           batch_first=True, norm_first=bool(rng.integers(2)),
-                                           activation=str(rng.choice(["relu", "gelu"])))
+        layer = nn.TransformerEncoderLayer(
+            e,
+            heads,
+            dim_feedforward=e * int(rng.choice([2, 4])),
+            batch_first=True,
+            norm_first=bool(rng.integers(2)),
+            activation=str(rng.choice(["relu", "gelu"])),
+        )
         body = nn.TransformerEncoder(layer, int(rng.integers(1, 5)), enable_nested_tensor=False)
         return nn.Sequential(body, nn.Flatten(), nn.Linear(seq * e, classes)), (seq, e), n
     if family == "cnn1d":
@@ -223,19 +270,35 @@ def random_network(rng: np.random.Generator) -> tuple[nn.Module, tuple[int, ...]
         return nn.Sequential(*layers), (c, length), n
     hw = int(rng.choice([16, 32, 48, 64]))
     width = _logint(rng, 8, 96, 8)
-    layers = [nn.Conv2d(3, width, 3, int(rng.choice([1, 2])), 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+    layers = [
+        nn.Conv2d(3, width, 3, int(rng.choice([1, 2])), 1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(inplace=True),
+    ]
     c = width
     for _stage in range(int(rng.integers(1, 5))):
         for _ in range(int(rng.integers(1, 3))):
             block = rng.choice(["basic", "dw", "dense", "plain"])
             if block == "basic":
-                body = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
-                                     nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+                body = nn.Sequential(
+                    nn.Conv2d(c, c, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(c),
+                    nn.ReLU(inplace=True),
+                    nn.Conv2d(c, c, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(c),
+                )
                 layers.append(_Residual(body))
             elif block == "dw":
-                body = nn.Sequential(nn.Conv2d(c, 4 * c, 1, bias=False), nn.BatchNorm2d(4 * c), _Act("hardswish"),
-                                     nn.Conv2d(4 * c, 4 * c, 3, padding=1, groups=4 * c, bias=False), nn.BatchNorm2d(4 * c),
-                                     _SE(4 * c, 4), nn.Conv2d(4 * c, c, 1, bias=False), nn.BatchNorm2d(c))
+                body = nn.Sequential(
+                    nn.Conv2d(c, 4 * c, 1, bias=False),
+                    nn.BatchNorm2d(4 * c),
+                    _Act("hardswish"),
+                    nn.Conv2d(4 * c, 4 * c, 3, padding=1, groups=4 * c, bias=False),
+                    nn.BatchNorm2d(4 * c),
+                    _SE(4 * c, 4),
+                    nn.Conv2d(4 * c, c, 1, bias=False),
+                    nn.BatchNorm2d(c),
+                )
                 layers.append(_Residual(body))
             elif block == "dense":
                 layers.append(_DenseCat(c, 16))
@@ -243,7 +306,11 @@ def random_network(rng: np.random.Generator) -> tuple[nn.Module, tuple[int, ...]
             else:
                 layers += [nn.Conv2d(c, c, 3, padding=1), _Act(rng.choice(ACTIVATIONS))]
         cout = min(512, c * 2)
-        layers += [nn.Conv2d(c, cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+        layers += [
+            nn.Conv2d(c, cout, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        ]
         c = cout
     head = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
     if rng.random() < 0.3:

@@ -30,9 +30,7 @@ OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], dict]] = {
 def check_optimizer(kind: str) -> str:
     """Normalise an optimizer name; raise naming the bad value otherwise."""
     if not isinstance(kind, str) or kind.lower() not in OPTIMIZERS:
-        raise InvalidInputError(
-            f"unknown optimizer {kind!r}; expected one of {sorted(OPTIMIZERS)}"
-        )
+        raise InvalidInputError(f"unknown optimizer {kind!r}; expected one of {sorted(OPTIMIZERS)}")
     return kind.lower()
 
 

@@ -16,11 +16,13 @@ import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.func import functional_call
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.module_tracker import ModuleTracker
 
 from ttp_search.cost.features import OpFeatures, op_features
 from ttp_search.cost.step import check_step_args, model_device, training_loss
+from ttp_search.errors import InvalidInputError
 
 _IGNORED = {"prim.device", "prim.layout"}
 
@@ -103,13 +105,58 @@ class _Recorder(TorchDispatchMode):
         return out
 
 
-def trace_training_step(
-    model: nn.Module, input_shape: Sequence[int], batch_size: int
-) -> StepTrace:
+class _FusedAttention(TorchFunctionMode):
+    """On meta tensors SDPA falls back to its math path; route it to the kernel the real
+    device would pick, so the trace holds the ops that will really run."""
+
+    _NAMES = ("attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+
+    def __init__(self, device: torch.device):
+        super().__init__()
+        self.device = device
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func is not nn.functional.scaled_dot_product_attention:
+            return func(*args, **kwargs)
+        q, k, v, *rest = args
+        kwargs.update(zip(self._NAMES, rest, strict=False))
+        if kwargs.get("enable_gqa"):
+            return func(*args, **kwargs)
+        mask, dropout = kwargs.get("attn_mask"), kwargs.get("dropout_p", 0.0)
+        causal, scale = kwargs.get("is_causal", False), kwargs.get("scale")
+        try:
+            if self.device.type == "cpu":
+                return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                    q, k, v, dropout, causal, attn_mask=mask, scale=scale
+                )[0]
+            if self.device.type == "cuda":
+                return torch.ops.aten._scaled_dot_product_efficient_attention(
+                    q, k, v, mask, q.requires_grad, dropout, causal, scale=scale
+                )[0]
+        except Exception:
+            pass
+        return func(*args, **kwargs)
+
+
+def _run_step(model, params, buffers, x, trainable, tracker, recorder) -> None:
+    with tracker, recorder:
+        loss = training_loss(functional_call(model, {**params, **buffers}, (x,)))
+        grad_inputs = [params[n] for n in trainable]
+        if grad_inputs:
+            torch.autograd.grad(loss, grad_inputs, allow_unused=True)
+
+
+def _meta(t: torch.Tensor) -> torch.Tensor:
+    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
+
+
+def trace_training_step(model: nn.Module, input_shape: Sequence[int], batch_size: int) -> StepTrace:
     """Record the aten ops of forward + loss + backward of one step, with no real compute.
 
-    The model's own tensors are never modified: parameters and buffers are replaced by fake
-    copies through ``torch.func.functional_call``.
+    The model's own tensors are never modified: parameters and buffers are replaced by meta
+    (or, for models meta tensors cannot run, fake) copies through
+    ``torch.func.functional_call``.
     """
     shape, batch_size = check_step_args(model, input_shape, batch_size)
     device = model_device(model)
@@ -117,31 +164,43 @@ def trace_training_step(
     types_by_name = {name: type(m).__name__ for name, m in model.named_modules() if name}
     types_by_name["(model)"] = root
     types_by_name["(loss)"] = "loss"
-
-    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
-    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    params = {
-        n: fake_mode.from_tensor(p).requires_grad_(p.requires_grad)
-        for n, p in model.named_parameters()
-    }
-    buffers = {n: fake_mode.from_tensor(b) for n, b in model.named_buffers()}
-    tracker = ModuleTracker()
-    recorder = _Recorder(tracker, types_by_name, root)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     was_training = model.training
     model.train()
     try:
-        with fake_mode:
-            x = torch.empty(batch_size, *shape, device=device)
-            with tracker, recorder:
-                loss = training_loss(functional_call(model, {**params, **buffers}, (x,)))
-                grad_inputs = [params[n] for n in trainable]
-                if grad_inputs:
-                    torch.autograd.grad(loss, grad_inputs, allow_unused=True)
+        # Meta tensors are fast; fake tensors also handle tensors kept outside parameters
+        # and buffers. Try the fast path, fall back to the general one.
+        try:
+            recorder = _Recorder(ModuleTracker(), types_by_name, root)
+            params = {
+                n: _meta(p).requires_grad_(p.requires_grad) for n, p in model.named_parameters()
+            }
+            buffers = {n: _meta(b) for n, b in model.named_buffers()}
+            x = torch.empty(batch_size, *shape, device="meta")
+            with _FusedAttention(device):
+                _run_step(model, params, buffers, x, trainable, recorder.tracker, recorder)
+        except Exception:
+            recorder = _Recorder(ModuleTracker(), types_by_name, root)
+            fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+            params = {
+                n: fake_mode.from_tensor(p).requires_grad_(p.requires_grad)
+                for n, p in model.named_parameters()
+            }
+            buffers = {n: fake_mode.from_tensor(b) for n, b in model.named_buffers()}
+            with fake_mode:
+                x = torch.empty(batch_size, *shape, device=device)
+                _run_step(model, params, buffers, x, trainable, recorder.tracker, recorder)
+    except InvalidInputError:
+        raise
+    except Exception as exc:
+        raise InvalidInputError(
+            f"{root} cannot run a training step on input shape {(batch_size, *shape)}: {exc}"
+        ) from exc
     finally:
         model.train(was_training)
     return StepTrace(
         ops=recorder.ops,
-        n_params=sum(p.numel() for p in trainable.values()),
+        n_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
         n_param_tensors=len(trainable),
         input_shape=shape,
         batch_size=batch_size,

@@ -1,0 +1,379 @@
+"""The layer-time model: seconds per training step from a model's ops (Justus et al. 2018).
+
+Prediction = Σ_ops a·kernel(op) + b·(ops) + c·(alias ops) + d·update(optimizer) + e, where
+
+* ``kernel(op)`` = roofline(op) · exp(g(op)): a roofline base (FLOPs at measured peak plus
+  bytes at measured bandwidth) times a gradient-boosted correction ``g`` fitted on the
+  log-ratio of measured to roofline time of calibration ops. The roofline keeps
+  extrapolation to larger ops sane; ``g`` learns each op kind's real efficiency.
+* ``update`` is a per-optimizer linear model in tensor count and parameter count.
+* ``a…e`` are non-negative and fitted on whole steps of random calibration networks,
+  minimising relative error: they absorb per-op dispatch/autograd overhead.
+
+The interval comes from leave-one-out residuals of that last fit (10th/90th percentiles).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.optimize import nnls
+from sklearn.ensemble import HistGradientBoostingRegressor
+from torch import nn
+
+from ttp_search.cost.cache import calibration_path, device_fingerprint
+from ttp_search.cost.calibrate import CalibrationData, NetArrays, collect_calibration
+from ttp_search.cost.features import FEATURE_COLUMNS
+from ttp_search.cost.step import check_optimizer, device_name
+from ttp_search.cost.trace import StepTrace, trace_training_step
+from ttp_search.errors import CalibrationError, CalibrationNotFoundError
+
+_MIN_OP_COUNT = 3
+_MAX_CATEGORIES = 250
+_IDX = {name: i for i, name in enumerate(FEATURE_COLUMNS)}
+STEP_TERMS = ("kernels", "per_op", "per_alias", "optimizer", "constant")
+
+
+class UnsupportedOpWarning(UserWarning):
+    """Some ops were never seen in calibration and were priced by the generic fallback."""
+
+
+def roofline_seconds(X: np.ndarray, peak_flops: float, bandwidth: float) -> np.ndarray:
+    """FLOPs at peak plus bytes at bandwidth, from feature rows (log1p-encoded)."""
+    flops = np.expm1(X[:, _IDX["log_flops"]])
+    nbytes = np.expm1(X[:, _IDX["log_bytes_in"]]) + np.expm1(X[:, _IDX["log_bytes_out"]])
+    return flops / peak_flops + nbytes / bandwidth + 1e-7
+
+
+def _relative_nnls(A: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Non-negative least squares on relative error: min Σ((A·c − y)/y)²."""
+    coef, _ = nnls(A / y[:, None], np.ones_like(y))
+    return coef
+
+
+@dataclass
+class StepTimePrediction:
+    """A predicted step time with its 80% interval, breakdown and the inputs it came from."""
+
+    step_time_s: float
+    low_s: float
+    high_s: float
+    breakdown: pd.DataFrame
+    unsupported: list[str]
+    flops: float
+    bytes: float
+    n_ops: int
+    n_params: int
+    optimizer: str
+    batch_size: int
+    input_shape: tuple[int, ...]
+    device: str
+    threads: int
+    latency_s: float = 0.0
+    inputs: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (the breakdown as a list of per-layer rows)."""
+        out = {k: v for k, v in asdict(self).items() if k != "breakdown"}
+        out["input_shape"] = list(self.input_shape)
+        out["breakdown"] = self.breakdown.to_dict(orient="records")
+        return out
+
+
+class LayerTimeModel:
+    """Predicts the seconds of one training step of a PyTorch model on a calibrated device.
+
+    Example:
+        >>> import torchvision
+        >>> from ttp_search.cost import LayerTimeModel
+        >>> ltm = LayerTimeModel.load_or_calibrate(budget_s=60)  # doctest: +SKIP
+        >>> pred = ltm.predict(torchvision.models.resnet18(num_classes=10), (3, 32, 32), 64,
+        ...                    optimizer="adam")  # doctest: +SKIP
+        >>> pred.step_time_s, pred.low_s, pred.high_s  # doctest: +SKIP
+    """
+
+    def __init__(self, random_state: int = 0):
+        self.random_state = random_state
+        self.data: CalibrationData | None = None
+        self.path: Path | None = None
+
+    # ------------------------------------------------------------------ fitting
+    @classmethod
+    def calibrate(
+        cls,
+        budget_s: float = 240.0,
+        *,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        progress: bool = True,
+        save: bool | str | Path = True,
+    ) -> LayerTimeModel:
+        """Measure this device within ``budget_s`` seconds, fit, and (by default) cache it."""
+        data = collect_calibration(budget_s, device=device, seed=seed, progress=progress)
+        model = cls(random_state=seed).fit(data)
+        if save:
+            model.save(None if save is True else save)
+        return model
+
+    def fit(self, data: CalibrationData) -> LayerTimeModel:
+        """Fit the op, optimizer and step models on calibration samples."""
+        self.data = data
+        self._fit_ops(data)
+        self._fit_optimizer(data)
+        self._fit_steps(data)
+        return self
+
+    def _fit_ops(self, data: CalibrationData) -> None:
+        names = pd.Series(data.op_names)
+        counts = names.value_counts()
+        common = [n for n in counts.index if counts[n] >= _MIN_OP_COUNT][: _MAX_CATEGORIES - 1]
+        self.op_vocab = {name: i for i, name in enumerate(sorted(common))}
+        self.seen_ops = set(data.op_names)
+        X = np.asarray(data.op_X, dtype=np.float64)
+        y = np.log(np.asarray(data.op_time)) - np.log(self._roofline(X))
+        self.op_regressor = HistGradientBoostingRegressor(
+            max_iter=300,
+            learning_rate=0.08,
+            max_leaf_nodes=31,
+            min_samples_leaf=4,
+            l2_regularization=1.0,
+            categorical_features=[0],
+            early_stopping=False,
+            random_state=self.random_state,
+        ).fit(self._op_matrix(data.op_names, X), y)
+
+    def _roofline(self, X: np.ndarray) -> np.ndarray:
+        assert self.data is not None
+        return roofline_seconds(X, self.data.peak_flops, self.data.bandwidth)
+
+    def _op_matrix(self, names: Sequence[str], X: np.ndarray) -> np.ndarray:
+        other = len(self.op_vocab)
+        codes = np.array([self.op_vocab.get(n, other) for n in names], dtype=np.float64)
+        return np.column_stack([codes, X]) if len(names) else np.zeros((0, X.shape[1] + 1))
+
+    def kernel_seconds(self, names: Sequence[str], X: np.ndarray) -> np.ndarray:
+        """Predicted kernel seconds of each op (no dispatch overhead)."""
+        if len(names) == 0:
+            return np.zeros(0)
+        return self._roofline(X) * np.exp(self.op_regressor.predict(self._op_matrix(names, X)))
+
+    def _fit_optimizer(self, data: CalibrationData) -> None:
+        kinds = np.array(data.opt_kind)
+        n = np.asarray(data.opt_n_tensors, dtype=np.float64)
+        numel = np.asarray(data.opt_numel, dtype=np.float64)
+        t = np.asarray(data.opt_time, dtype=np.float64)
+        self.optimizer_coef: dict[str, list[float]] = {}
+        for kind in sorted(set(kinds)):
+            mask = kinds == kind if (kinds == kind).sum() >= 3 else np.ones_like(t, dtype=bool)
+            A = np.column_stack([np.ones(mask.sum()), n[mask], numel[mask]])
+            self.optimizer_coef[kind] = _relative_nnls(A, t[mask]).tolist()
+
+    def optimizer_seconds(self, kind: str, n_tensors: int, n_params: int) -> float:
+        """Predicted seconds of ``optimizer.step()`` for this many tensors and parameters."""
+        kind = check_optimizer(kind)
+        if n_tensors == 0:
+            return 0.0
+        if kind not in self.optimizer_coef:
+            raise CalibrationError(
+                f"optimizer {kind!r} was not calibrated on this device; recalibrate with "
+                "`ttp time calibrate --force`"
+            )
+        c0, c_tensor, c_param = self.optimizer_coef[kind]
+        return c0 + c_tensor * n_tensors + c_param * n_params
+
+    def _step_terms(self, net: NetArrays, kind: str) -> np.ndarray:
+        kernels = float(self.kernel_seconds(net.op_names, net.op_X).sum())
+        update = self.optimizer_seconds(kind, net.n_param_tensors, net.n_params)
+        return np.array([kernels, net.n_ops, net.n_alias, update, 1.0])
+
+    def _fit_steps(self, data: CalibrationData) -> None:
+        A = np.array(
+            [self._step_terms(n, k) for n, k in zip(data.nets, data.net_optimizer, strict=True)]
+        )
+        y = np.asarray(data.net_time, dtype=np.float64)
+        self.step_coef = _relative_nnls(A, y)
+        # Leave-one-out residuals give an honest interval for an unseen network.
+        residuals = []
+        for i in range(len(y)):
+            keep = np.arange(len(y)) != i
+            coef = _relative_nnls(A[keep], y[keep])
+            residuals.append(math.log(y[i] / max(float(A[i] @ coef), 1e-9)))
+        residuals = np.array(residuals)
+        self.loo_residuals = residuals
+        self.interval_log = (
+            min(float(np.quantile(residuals, 0.10)), math.log(0.97)),
+            max(float(np.quantile(residuals, 0.90)), math.log(1.03)),
+        )
+
+    # ------------------------------------------------------------- persistence
+    def save(self, path: str | Path | None = None) -> Path:
+        """Write the calibration (the samples; the fit is recomputed on load) atomically."""
+        if self.data is None:
+            raise CalibrationError("nothing to save: this LayerTimeModel was never calibrated")
+        target = Path(path) if path is not None else calibration_path(self.data.fingerprint)
+        self.path = self.data.save(target)
+        return self.path
+
+    @classmethod
+    def load(
+        cls, path: str | Path | None = None, *, device: torch.device | str = "cpu"
+    ) -> LayerTimeModel:
+        """Load this device's calibration from the cache (or ``path``) and fit it.
+
+        Raises :class:`CalibrationNotFoundError` when there is none, and
+        :class:`CalibrationError` when the file is corrupt or made for another device.
+        """
+        expected = device_fingerprint(device)
+        target = Path(path) if path is not None else calibration_path(expected)
+        if not target.exists():
+            raise CalibrationNotFoundError(
+                f"no calibration for this device at {target}; run `ttp time calibrate` first"
+            )
+        data = CalibrationData.load(target)
+        if data.fingerprint != expected:
+            raise CalibrationError(
+                f"calibration file {target} was made for {data.fingerprint}, but this device is "
+                f"{expected}; recalibrate with `ttp time calibrate --force`"
+            )
+        model = cls().fit(data)
+        model.path = target
+        return model
+
+    @classmethod
+    def load_or_calibrate(
+        cls, budget_s: float = 240.0, *, device: torch.device | str = "cpu", progress: bool = True
+    ) -> LayerTimeModel:
+        """The cached calibration when there is one, else a fresh one (saved to the cache)."""
+        try:
+            return cls.load(device=device)
+        except CalibrationNotFoundError:
+            return cls.calibrate(budget_s, device=device, progress=progress)
+
+    # -------------------------------------------------------------- prediction
+    def _check_fitted(self) -> CalibrationData:
+        if self.data is None:
+            raise CalibrationError(
+                "LayerTimeModel is not calibrated: use LayerTimeModel.load() or .calibrate()"
+            )
+        return self.data
+
+    def predict(
+        self,
+        model: nn.Module,
+        input_shape: Sequence[int],
+        batch_size: int,
+        optimizer: str = "sgd",
+    ) -> StepTimePrediction:
+        """Predict one training step (forward, backward, ``optimizer.step()``) of ``model``.
+
+        ``input_shape`` excludes the batch dimension, e.g. ``(3, 32, 32)``. Nothing is
+        computed for real: the step is traced on fake tensors.
+        """
+        self._check_fitted()
+        kind = check_optimizer(optimizer)
+        start = time.perf_counter()
+        trace = trace_training_step(model, input_shape, batch_size)
+        pred = self.predict_trace(trace, kind)
+        pred.latency_s = time.perf_counter() - start
+        return pred
+
+    def predict_trace(self, trace: StepTrace, optimizer: str = "sgd") -> StepTimePrediction:
+        """Predict from an already traced step (lets one trace serve several optimizers)."""
+        data = self._check_fitted()
+        kind = check_optimizer(optimizer)
+        a, b_op, c_alias, d_opt, e_const = self.step_coef
+        real = [r for r in trace.ops if not r.features.is_alias]
+        names = [r.features.op for r in real]
+        X = np.array([r.features.vector() for r in real]).reshape(-1, len(FEATURE_COLUMNS))
+        per_op = np.zeros(len(trace.ops))
+        per_op_kernel = a * self.kernel_seconds(names, X) + b_op
+        it = iter(per_op_kernel)
+        for i, r in enumerate(trace.ops):
+            per_op[i] = c_alias if r.features.is_alias else next(it)
+        unsupported = sorted({n for n in names if n not in self.seen_ops})
+        if unsupported:
+            warnings.warn(
+                f"ops never seen in calibration, priced by the generic FLOPs/bytes fallback: "
+                f"{', '.join(unsupported)}",
+                UnsupportedOpWarning,
+                stacklevel=3,
+            )
+        update = d_opt * self.optimizer_seconds(kind, trace.n_param_tensors, trace.n_params)
+        breakdown = self._breakdown(trace, per_op, update, e_const)
+        total = float(breakdown["time_s"].sum())
+        lo, hi = self.interval_log
+        fp = data.fingerprint
+        return StepTimePrediction(
+            step_time_s=total,
+            low_s=total * math.exp(lo),
+            high_s=total * math.exp(hi),
+            breakdown=breakdown,
+            unsupported=unsupported,
+            flops=trace.flops,
+            bytes=trace.bytes,
+            n_ops=len(trace.ops),
+            n_params=trace.n_params,
+            optimizer=kind,
+            batch_size=trace.batch_size,
+            input_shape=trace.input_shape,
+            device=device_name(trace.device),
+            threads=int(fp["threads"]),
+            inputs={"calibration": str(self.path) if self.path else None, "fingerprint": fp},
+        )
+
+    @staticmethod
+    def _breakdown(
+        trace: StepTrace, per_op: np.ndarray, update: float, const: float
+    ) -> pd.DataFrame:
+        frame = trace.frame()
+        frame["time_s"] = per_op
+        frame["forward_s"] = np.where(frame["phase"] == "forward", per_op, 0.0)
+        frame["backward_s"] = np.where(frame["phase"] == "backward", per_op, 0.0)
+        grouped = (
+            frame.groupby(["layer", "module_type"], sort=False)
+            .agg(
+                n_ops=("op", "size"),
+                flops=("flops", "sum"),
+                bytes=("bytes", "sum"),
+                forward_s=("forward_s", "sum"),
+                backward_s=("backward_s", "sum"),
+                time_s=("time_s", "sum"),
+            )
+            .reset_index()
+        )
+        extra = pd.DataFrame(
+            [
+                {
+                    "layer": "(optimizer step)",
+                    "module_type": trace.n_param_tensors and "optimizer",
+                    "n_ops": 0,
+                    "flops": 0.0,
+                    "bytes": 0.0,
+                    "forward_s": 0.0,
+                    "backward_s": 0.0,
+                    "time_s": update,
+                },
+                {
+                    "layer": "(step overhead)",
+                    "module_type": "",
+                    "n_ops": 0,
+                    "flops": 0.0,
+                    "bytes": 0.0,
+                    "forward_s": 0.0,
+                    "backward_s": 0.0,
+                    "time_s": const,
+                },
+            ]
+        )
+        out = pd.concat([grouped, extra], ignore_index=True)
+        total = out["time_s"].sum()
+        out["share"] = out["time_s"] / total if total > 0 else 0.0
+        return out
