@@ -269,8 +269,11 @@ def _sample_ops(data, rng, deadline, device, bar) -> None:
         module = module.to(device).train()
         leaf = torch.randn(batch, *shape, device=device, requires_grad=True)
         x = leaf.clone()  # not a leaf, so in-place activations work as inside a network
-        with _OpTimer(data, deadline, device):
-            training_loss(module(x)).backward()
+        try:
+            with _OpTimer(data, deadline, device):
+                training_loss(module(x)).backward()
+        except (RuntimeError, ValueError):
+            continue  # an invalid random configuration (e.g. batch norm of one value)
         synchronize(device)
         bar.update(time.perf_counter() - t0)
 
@@ -308,8 +311,13 @@ def _sample_networks(data, rng, deadline, device, bar) -> None:
         net = net.to(device)
         kind = kinds[i % len(kinds)]
         i += 1
-        trace = trace_training_step(net, shape, batch)
-        measured = measure_step_time(net, shape, batch, kind, warmup=1, repeats=3, max_total_s=3.0)
+        try:
+            trace = trace_training_step(net, shape, batch)
+            measured = measure_step_time(
+                net, shape, batch, kind, warmup=1, repeats=3, max_total_s=3.0
+            )
+        except InvalidInputError:
+            continue  # an invalid random configuration (e.g. batch norm of one value)
         data.nets.append(NetArrays.from_trace(trace))
         data.net_optimizer.append(kind)
         data.net_time.append(measured.step_time_s)

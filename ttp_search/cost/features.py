@@ -101,7 +101,9 @@ def _is_transposed(t: torch.Tensor) -> int:
     return int(t.dim() >= 2 and t.stride(-1) != 1)
 
 
-def _dims(name: str, args: tuple, tensors_in: list[torch.Tensor]) -> tuple[tuple[int, ...], int]:
+def _dims(
+    name: str, args: tuple, tensors_in: list[torch.Tensor], out: object
+) -> tuple[tuple[int, ...], int]:
     """Op-specific dimensions (seven slots) and a small integer 'variant' code."""
     if name in _CONV_OPS:
         if name == "aten.convolution_backward":
@@ -111,10 +113,10 @@ def _dims(name: str, args: tuple, tensors_in: list[torch.Tensor]) -> tuple[tuple
             variant = int(mask[0]) + 2 * int(mask[1]) + 4 * int(mask[2])
         else:
             inp, weight = args[0], args[1]
-            grad_out = None
+            grad_out = out  # the forward output has the shape the gradient will have
             groups = int(args[8]) if len(args) > 8 else 1
             variant = 8 * int(bool(args[6])) if len(args) > 6 else 0
-        out_spatial = _prod(grad_out.shape[2:]) if grad_out is not None else 0
+        out_spatial = _prod(grad_out.shape[2:])
         return (
             inp.shape[0],
             inp.shape[1],
@@ -185,7 +187,7 @@ def op_features(
     tensors_in = _tensors((args, kwargs))
     tensors_out = _tensors(out)
     alias = is_alias_op(func)
-    dims, variant = _dims(name, args, tensors_in)
+    dims, variant = _dims(name, args, tensors_in, out)
     ref = tensors_in[0] if tensors_in else (tensors_out[0] if tensors_out else None)
     return OpFeatures(
         op=name,

@@ -138,6 +138,11 @@ def measure_step_time(
         result = median_time(
             step, warmup=warmup, repeats=repeats, max_total_s=max_total_s, device=device
         )
+    except (RuntimeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"{type(model).__name__} cannot run a training step on input shape "
+            f"{(batch_size, *shape)}: {exc}"
+        ) from exc
     finally:
         model.train(was_training)
     return MeasuredStep(

@@ -8,6 +8,8 @@ but no memory is touched and no FLOP is spent. A ``TorchDispatchMode`` records e
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -16,8 +18,8 @@ import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.func import functional_call
-from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.nn.attention import SDPBackend
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 from torch.utils.module_tracker import ModuleTracker
 
 from ttp_search.cost.features import OpFeatures, op_features
@@ -105,38 +107,65 @@ class _Recorder(TorchDispatchMode):
         return out
 
 
-class _FusedAttention(TorchFunctionMode):
-    """On meta tensors SDPA falls back to its math path; route it to the kernel the real
-    device would pick, so the trace holds the ops that will really run."""
+_SDPA_LOCK = threading.Lock()
+_SDPA_NAMES = ("attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
 
-    _NAMES = ("attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
 
-    def __init__(self, device: torch.device):
-        super().__init__()
-        self.device = device
+def _device_sdpa(device: torch.device, math_sdpa):
+    """An SDPA that calls the kernel ``device`` would pick for these shapes.
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = dict(kwargs or {})
-        if func is not nn.functional.scaled_dot_product_attention:
-            return func(*args, **kwargs)
-        q, k, v, *rest = args
-        kwargs.update(zip(self._NAMES, rest, strict=False))
-        if kwargs.get("enable_gqa"):
-            return func(*args, **kwargs)
+    On meta tensors SDPA always takes its math path. The real device is asked which kernel
+    it would choose (``torch._fused_sdp_choice`` on uninitialised tensors of the same shapes)
+    and that kernel's aten op is called instead, so the trace holds the ops that really run.
+    """
+
+    def real(t):
+        if not isinstance(t, torch.Tensor):
+            return t
+        return torch.empty(t.shape, dtype=t.dtype, device=device).requires_grad_(t.requires_grad)
+
+    def sdpa(q, k, v, *rest, **kwargs):
+        kwargs.update(zip(_SDPA_NAMES, rest, strict=False))
         mask, dropout = kwargs.get("attn_mask"), kwargs.get("dropout_p", 0.0)
         causal, scale = kwargs.get("is_causal", False), kwargs.get("scale")
         try:
-            if self.device.type == "cpu":
+            with _disable_current_modes():  # the probe is not part of the step
+                choice = torch._fused_sdp_choice(
+                    *(real(t) for t in (q, k, v, mask)),
+                    dropout,
+                    causal,
+                    scale=scale,
+                    enable_gqa=kwargs.get("enable_gqa", False),
+                )
+            if choice == SDPBackend.FLASH_ATTENTION.value and device.type == "cpu":
                 return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
                     q, k, v, dropout, causal, attn_mask=mask, scale=scale
                 )[0]
-            if self.device.type == "cuda":
+            if choice == SDPBackend.FLASH_ATTENTION.value and device.type == "cuda":
+                return torch.ops.aten._scaled_dot_product_flash_attention(
+                    q, k, v, dropout, causal, False, scale=scale
+                )[0]
+            if choice == SDPBackend.EFFICIENT_ATTENTION.value:
                 return torch.ops.aten._scaled_dot_product_efficient_attention(
                     q, k, v, mask, q.requires_grad, dropout, causal, scale=scale
                 )[0]
         except Exception:
-            pass
-        return func(*args, **kwargs)
+            pass  # no meta kernel for that fused op: the math path is the honest fallback
+        return math_sdpa(q, k, v, **kwargs)
+
+    return sdpa
+
+
+@contextlib.contextmanager
+def _fused_attention(device: torch.device):
+    # nn.MultiheadAttention and user code look SDPA up in torch.nn.functional at call time.
+    with _SDPA_LOCK:
+        original = nn.functional.scaled_dot_product_attention
+        nn.functional.scaled_dot_product_attention = _device_sdpa(device, original)
+        try:
+            yield
+        finally:
+            nn.functional.scaled_dot_product_attention = original
 
 
 def _run_step(model, params, buffers, x, trainable, tracker, recorder) -> None:
@@ -177,7 +206,7 @@ def trace_training_step(model: nn.Module, input_shape: Sequence[int], batch_size
             }
             buffers = {n: _meta(b) for n, b in model.named_buffers()}
             x = torch.empty(batch_size, *shape, device="meta")
-            with _FusedAttention(device):
+            with _fused_attention(device):
                 _run_step(model, params, buffers, x, trainable, recorder.tracker, recorder)
         except Exception:
             recorder = _Recorder(ModuleTracker(), types_by_name, root)

@@ -1,0 +1,282 @@
+"""Benchmark the layer-time model against measured training steps (make bench-cost).
+
+Ground truth: real training steps (warm-up, median of repeats) of 12 torchvision
+classifiers and 3 models defined here, at 3x32x32 and 3x64x64, batch sizes 1/8/32/64,
+SGD and Adam. None of these models is timed during calibration. Our model, FLOP-linear
+regression and a roofline model (both fitted on the same calibration data) are compared
+side by side; the table goes into BENCHMARKS.md and a predicted-vs-measured plot into docs/.
+
+    python scripts/bench_cost_model.py                 # full grid, cached calibration
+    python scripts/bench_cost_model.py --quick         # a few cases, for a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+import torchvision
+from torch import nn
+
+from ttp_search.cost import LayerTimeModel, device_fingerprint
+from ttp_search.cost.evaluate import METHODS, Case, evaluate, summarize
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TORCHVISION = [
+    "resnet18",
+    "vgg11",
+    "mobilenet_v3_small",
+    "efficientnet_b0",
+    "densenet121",
+    "shufflenet_v2_x1_0",
+    "regnet_y_400mf",
+    "squeezenet1_1",
+    "mnasnet0_5",
+    "convnext_tiny",
+    "vit_b_16",
+    "resnet50",
+]
+
+
+class MLP(nn.Module):
+    def __init__(self, in_features: int, width: int = 1024, classes: int = 10):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(in_features, width),
+            nn.ReLU(),
+            nn.Linear(width, width),
+            nn.ReLU(),
+            nn.Linear(width, classes),
+        )
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class PatchTransformer(nn.Module):
+    """A small Transformer encoder written out by hand (pre-norm, SDPA attention)."""
+
+    def __init__(self, image: int, patch: int = 4, dim: int = 192, depth: int = 4, heads: int = 3):
+        super().__init__()
+        self.heads = heads
+        self.embed = nn.Conv2d(3, dim, patch, patch)
+        tokens = (image // patch) ** 2
+        self.pos = nn.Parameter(torch.zeros(1, tokens, dim))
+        self.blocks = nn.ModuleList(
+            nn.ModuleDict(
+                {
+                    "n1": nn.LayerNorm(dim),
+                    "qkv": nn.Linear(dim, 3 * dim),
+                    "proj": nn.Linear(dim, dim),
+                    "n2": nn.LayerNorm(dim),
+                    "mlp": nn.Sequential(
+                        nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim)
+                    ),
+                }
+            )
+            for _ in range(depth)
+        )
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x):
+        x = self.embed(x).flatten(2).transpose(1, 2) + self.pos
+        b, t, d = x.shape
+        for blk in self.blocks:
+            q, k, v = (
+                blk["qkv"](blk["n1"](x))
+                .view(b, t, 3, self.heads, d // self.heads)
+                .permute(2, 0, 3, 1, 4)
+            )
+            a = nn.functional.scaled_dot_product_attention(q, k, v)
+            x = x + blk["proj"](a.transpose(1, 2).reshape(b, t, d))
+            x = x + blk["mlp"](blk["n2"](x))
+        return self.head(x.mean(1))
+
+
+class CNN1D(nn.Module):
+    """A 1D CNN over the image read as a 3-channel sequence."""
+
+    def __init__(self, width: int = 64):
+        super().__init__()
+        layers, c = [], 3
+        for w in (width, width * 2, width * 4):
+            layers += [nn.Conv1d(c, w, 5, padding=2), nn.BatchNorm1d(w), nn.ReLU(), nn.MaxPool1d(4)]
+            c = w
+        self.net = nn.Sequential(*layers, nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(c, 10))
+
+    def forward(self, x):
+        return self.net(x.flatten(2))
+
+
+def _torchvision(name: str, image: int) -> nn.Module:
+    kwargs = {"num_classes": 10}
+    if name.startswith("vit"):
+        kwargs["image_size"] = image
+    return torchvision.models.get_model(name, weights=None, **kwargs)
+
+
+def build_cases(quick: bool) -> list[Case]:
+    models = [*TORCHVISION[:3], "mlp"] if quick else [*TORCHVISION, "mlp", "transformer", "cnn1d"]
+    images = (32,) if quick else (32, 64)
+    batches = (8,) if quick else (1, 8, 32, 64)
+    optimizers = ("sgd", "adam")
+    cases = []
+    for name in models:
+        for image in images:
+            if name == "mlp":
+                build = functools.partial(MLP, 3 * image * image)
+            elif name == "transformer":
+                build = functools.partial(PatchTransformer, image)
+            elif name == "cnn1d":
+                build = CNN1D
+            else:
+                build = functools.partial(_torchvision, name, image)
+            for batch in batches:
+                for opt in optimizers:
+                    cases.append(Case(name, build, (3, image, image), batch, opt))
+    return cases
+
+
+def markdown(
+    summary: pd.DataFrame, results: pd.DataFrame, ltm: LayerTimeModel, device: str, wall_s: float
+) -> str:
+    ok = results[results.status == "ok"]
+    lat = ok["latency_s"]
+    info = ltm.data.summary()
+    lines = [
+        f"Device: **{device}**, {torch.get_num_threads()} threads, torch {torch.__version__}. "
+        f"Calibration: {info['elapsed_s']:.0f} s ({info['op_samples']} op timings of "
+        f"{info['distinct_ops']} kinds, {info['network_samples']} random networks, "
+        f"{info['optimizer_samples']} optimizer updates). Cases: {len(ok)} measured, "
+        f"{len(results) - len(ok)} not trainable (batch norm with one value per channel). "
+        f"Benchmark wall time {wall_s / 60:.1f} min.",
+        "",
+        "| method | median APE | mean APE | within ±10% | within ±25% | Spearman ρ | 80% interval coverage |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in summary.itertuples():
+        cov = "" if pd.isna(r.interval_coverage) else f"{r.interval_coverage:.0%}"
+        lines.append(
+            f"| {r.method} | {r._3:.1f}% | {r._4:.1f}% | {r.within_10:.0%} | "
+            f"{r.within_25:.0%} | {r.spearman:.3f} | {cov} |"
+        )
+    lines += [
+        "",
+        f"Prediction latency per call (trace + predict): median {statistics.median(lat):.3f} s, "
+        f"max {lat.max():.3f} s ({ok.loc[lat.idxmax(), 'model']}).",
+        "",
+        "Per model (layer-time median APE over its cases):",
+        "",
+        "| model | cases | median APE | worst APE | median latency s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    ok = ok.assign(ape=(ok.layer_time_s - ok.measured_s).abs() / ok.measured_s)
+    for name, g in ok.groupby("model", sort=False):
+        lines.append(
+            f"| {name} | {len(g)} | {100 * g.ape.median():.1f}% | {100 * g.ape.max():.1f}% "
+            f"| {g.latency_s.median():.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(results: pd.DataFrame, path: Path, device: str) -> None:
+    ok = results[results.status == "ok"]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5), sharex=True, sharey=True)
+    lo, hi = ok.measured_s.min() / 2, ok.measured_s.max() * 2
+    for ax, method in zip(axes, METHODS, strict=True):
+        if method == "layer_time":
+            ax.errorbar(
+                ok.measured_s,
+                ok.layer_time_s,
+                yerr=[ok.layer_time_s - ok.low_s, ok.high_s - ok.layer_time_s],
+                fmt="o",
+                ms=3,
+                alpha=0.6,
+                elinewidth=0.5,
+            )
+        else:
+            ax.plot(ok.measured_s, ok[f"{method}_s"], "o", ms=3, alpha=0.6)
+        ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+        for f in (0.9, 1.1):
+            ax.plot([lo, hi], [lo * f, hi * f], "k:", lw=0.6)
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlim=(lo, hi),
+            ylim=(lo, hi),
+            title=method,
+            xlabel="measured s/step",
+        )
+    axes[0].set_ylabel("predicted s/step")
+    fig.suptitle(f"Training-step time, predicted vs measured ({device})")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_section(path: Path, key: str, body: str) -> None:
+    """Replace (or append) the block between <!-- key --> markers in BENCHMARKS.md."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    block = f"<!-- {key} -->\n{body}\n<!-- /{key} -->"
+    pattern = re.compile(rf"<!-- {re.escape(key)} -->.*?<!-- /{re.escape(key)} -->", re.S)
+    text = (
+        pattern.sub(lambda _: block, text)
+        if pattern.search(text)
+        else text.rstrip() + "\n\n" + block + "\n"
+    )
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="a handful of cases")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--budget-s", type=float, default=280.0, help="calibration budget if none is cached"
+    )
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    parser.add_argument("--out", type=Path, default=ROOT / "results")
+    args = parser.parse_args(argv)
+
+    start = time.perf_counter()
+    ltm = LayerTimeModel.load_or_calibrate(args.budget_s, device=args.device)
+    fp = device_fingerprint(args.device)
+    device = f"{fp['device_name']}"
+    results = evaluate(ltm, build_cases(args.quick), device=args.device, repeats=args.repeats)
+    summary = summarize(results)
+    wall = time.perf_counter() - start
+    tag = "gpu" if args.device.startswith("cuda") else "cpu"
+    args.out.mkdir(parents=True, exist_ok=True)
+    results.to_csv(args.out / f"bench_cost_{tag}.csv", index=False)
+    body = markdown(summary, results, ltm, device, wall)
+    print(body)
+    if not args.no_write and not args.quick:
+        img = ROOT / "docs" / f"bench_cost_{tag}.png"
+        plot(results, img, device)
+        write_section(
+            ROOT / "BENCHMARKS.md",
+            f"bench-cost:{tag}",
+            body + f"\n\n![predicted vs measured](docs/{img.name})",
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

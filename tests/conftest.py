@@ -1,0 +1,25 @@
+"""Shared fixtures: one short calibration per test session, in a private cache folder."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def cache_root(tmp_path_factory) -> str:
+    root = str(tmp_path_factory.mktemp("ttp_cache"))
+    os.environ["TTP_SEARCH_CACHE"] = root
+    return root
+
+
+@pytest.fixture(scope="session")
+def calibrated(cache_root):
+    """A LayerTimeModel from a 20-second calibration, saved into the session cache."""
+    from ttp_search.cost import LayerTimeModel
+
+    return LayerTimeModel.calibrate(20, progress=False, seed=0)

@@ -1,0 +1,163 @@
+"""LayerTimeModel: predictions, persistence, cache errors and bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from ttp_search.cost import (
+    CalibrationData,
+    FlopLinearModel,
+    LayerTimeModel,
+    RooflineModel,
+    UnsupportedOpWarning,
+    calibration_path,
+    device_fingerprint,
+    trace_training_step,
+)
+from ttp_search.errors import CalibrationError, CalibrationNotFoundError, InvalidInputError
+
+
+def test_prediction_has_ordered_interval_and_consistent_breakdown(calibrated):
+    model = torchvision.models.resnet18(num_classes=10)
+    pred = calibrated.predict(model, (3, 32, 32), 8, optimizer="adam")
+    assert 0 < pred.low_s <= pred.step_time_s <= pred.high_s
+    assert math.isclose(pred.breakdown["time_s"].sum(), pred.step_time_s, rel_tol=1e-9)
+    assert {"layer", "module_type", "forward_s", "backward_s", "time_s", "share"} <= set(
+        pred.breakdown.columns
+    )
+    assert "conv1" in set(pred.breakdown.layer)
+    assert pred.threads == torch.get_num_threads()
+    assert pred.unsupported == []
+    json.dumps(pred.to_dict(), default=float)
+
+
+def test_more_work_costs_more(calibrated):
+    model = torchvision.models.resnet18(num_classes=10)
+    small = calibrated.predict(model, (3, 32, 32), 2).step_time_s
+    large = calibrated.predict(model, (3, 64, 64), 32).step_time_s
+    assert large > 2 * small
+    sgd = calibrated.predict(model, (3, 32, 32), 8, "sgd").step_time_s
+    adam = calibrated.predict(model, (3, 32, 32), 8, "adam").step_time_s
+    assert adam > sgd
+
+
+def test_unsupported_ops_use_fallback_and_are_listed(calibrated):
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.fc(torch.cumsum(torch.special.erfinv(torch.tanh(x) * 0.5), dim=1))
+
+    with pytest.warns(UnsupportedOpWarning, match="cumsum"):
+        pred = calibrated.predict(Odd(), (8,), 4)
+    assert "aten.cumsum" in pred.unsupported
+    assert math.isfinite(pred.step_time_s) and pred.step_time_s > 0
+
+
+def test_save_load_round_trip(calibrated, tmp_path):
+    path = calibrated.save(tmp_path / "cal.npz")
+    loaded = LayerTimeModel.load(path)
+    model = torchvision.models.mobilenet_v3_small(num_classes=10)
+    a = calibrated.predict(model, (3, 32, 32), 4, "adamw")
+    b = loaded.predict(model, (3, 32, 32), 4, "adamw")
+    assert a.step_time_s == pytest.approx(b.step_time_s, rel=1e-9)
+    assert (a.low_s, a.high_s) == pytest.approx((b.low_s, b.high_s), rel=1e-9)
+
+
+def test_default_cache_location_follows_fingerprint(calibrated, cache_root):
+    path = calibration_path(device_fingerprint("cpu"))
+    assert str(path).startswith(cache_root)
+    assert path.exists()
+    assert LayerTimeModel.load().path == path
+
+
+def test_missing_calibration_says_how_to_calibrate(tmp_path):
+    with pytest.raises(CalibrationNotFoundError, match="ttp time calibrate"):
+        LayerTimeModel.load(tmp_path / "nothing.npz")
+
+
+def test_corrupt_cache_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a calibration")
+    with pytest.raises(CalibrationError, match=r"corrupt.*ttp time calibrate"):
+        LayerTimeModel.load(bad)
+
+
+def test_truncated_cache_is_a_clear_error(calibrated, tmp_path):
+    path = calibrated.save(tmp_path / "cal.npz")
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(CalibrationError, match="ttp time calibrate"):
+        LayerTimeModel.load(path)
+
+
+def test_incompatible_version_and_foreign_device_are_refused(calibrated, tmp_path):
+    path = calibrated.save(tmp_path / "cal.npz")
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["meta"]))
+    meta["format_version"] = 999
+    old = tmp_path / "old.npz"
+    np.savez(old, **{**arrays, "meta": np.array(json.dumps(meta))})
+    with pytest.raises(CalibrationError, match="format version 999"):
+        LayerTimeModel.load(old)
+    meta["format_version"] = 1
+    meta["fingerprint"] = {**meta["fingerprint"], "device_name": "Some Other CPU"}
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, **{**arrays, "meta": np.array(json.dumps(meta))})
+    with pytest.raises(CalibrationError, match="Some Other CPU"):
+        LayerTimeModel.load(foreign)
+    assert zipfile.is_zipfile(path)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"batch_size": 0}, "batch_size.*0"),
+        ({"batch_size": -3}, "batch_size.*-3"),
+        ({"batch_size": True}, "batch_size.*True"),
+        ({"input_shape": (3, 0, 32)}, r"input_shape.*\(3, 0, 32\)"),
+        ({"input_shape": "abc"}, "input_shape.*abc"),
+        ({"optimizer": "lamb"}, "optimizer 'lamb'"),
+    ],
+)
+def test_bad_input_names_the_value(calibrated, kwargs, match):
+    args = {"model": nn.Linear(3, 2), "input_shape": (3,), "batch_size": 4, "optimizer": "sgd"}
+    args.update(kwargs)
+    with pytest.raises(InvalidInputError, match=match):
+        calibrated.predict(**args)
+
+
+def test_not_a_module_and_untrainable_input(calibrated):
+    with pytest.raises(InvalidInputError, match="Module, got str"):
+        calibrated.predict("resnet18", (3, 32, 32), 4)
+    with pytest.raises(InvalidInputError, match="cannot run a training step"):
+        calibrated.predict(nn.Linear(3, 2), (5,), 4)
+
+
+def test_uncalibrated_model_refuses_to_predict():
+    with pytest.raises(CalibrationError, match="not calibrated"):
+        LayerTimeModel().predict(nn.Linear(2, 2), (2,), 1)
+
+
+def test_baselines_fit_on_the_same_data(calibrated):
+    data: CalibrationData = calibrated.data
+    trace = trace_training_step(torchvision.models.resnet18(num_classes=10), (3, 32, 32), 8)
+    flop = FlopLinearModel().fit(data).predict_trace(trace)
+    roof = RooflineModel().fit(data).predict_trace(trace)
+    assert flop > 0 and roof > 0
+    assert RooflineModel().fit(data).utilisation_ > 0
+
+
+def test_budget_must_be_reasonable():
+    with pytest.raises(InvalidInputError, match="budget_s"):
+        LayerTimeModel.calibrate(0.5, progress=False, save=False)
