@@ -151,7 +151,12 @@ def build_cases(quick: bool) -> list[Case]:
 
 
 def markdown(
-    summary: pd.DataFrame, results: pd.DataFrame, ltm: LayerTimeModel, device: str, wall_s: float
+    summary: pd.DataFrame,
+    results: pd.DataFrame,
+    ltm: LayerTimeModel,
+    device: str,
+    wall_s: float,
+    cv: dict,
 ) -> str:
     ok = results[results.status == "ok"]
     lat = ok["latency_s"]
@@ -174,6 +179,11 @@ def markdown(
             f"{r.within_25:.0%} | {r.spearman:.3f} | {cov} |"
         )
     lines += [
+        "",
+        f"Op level, 5-fold cross-validation on the calibration's {cv['samples']} op timings "
+        f"(held-out layer configurations, Justus et al.'s 10.9% mean): median APE "
+        f"{100 * cv['median_ape']:.1f}%, mean APE {100 * cv['mean_ape']:.1f}%, "
+        f"{cv['within_10']:.0%} within ±10%.",
         "",
         f"Prediction latency per call (trace + predict): median {statistics.median(lat):.3f} s, "
         f"max {lat.max():.3f} s ({ok.loc[lat.idxmax(), 'model']}).",
@@ -265,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     tag = "gpu" if args.device.startswith("cuda") else "cpu"
     args.out.mkdir(parents=True, exist_ok=True)
     results.to_csv(args.out / f"bench_cost_{tag}.csv", index=False)
-    body = markdown(summary, results, ltm, device, wall)
+    body = markdown(summary, results, ltm, device, wall, ltm.cross_validate_ops())
     print(body)
     if not args.no_write and not args.quick:
         img = ROOT / "docs" / f"bench_cost_{tag}.png"

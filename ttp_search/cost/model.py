@@ -213,6 +213,38 @@ class LayerTimeModel:
             max(float(np.quantile(residuals, 0.90)), math.log(1.03)),
         )
 
+    def cross_validate_ops(self, folds: int = 5) -> dict:
+        """Held-out error of the op model on calibration op timings (K-fold, by layer sample).
+
+        Comparable to Justus et al.'s 10.9% mean error on held-out layer configurations.
+        """
+        data = self._check_fitted()
+        X = np.asarray(data.op_X, dtype=np.float64)
+        t = np.asarray(data.op_time)
+        names = np.array(data.op_names)
+        fold = np.random.default_rng(self.random_state).integers(0, folds, len(t))
+        pred = np.empty_like(t)
+        for k in range(folds):
+            part = LayerTimeModel(self.random_state)
+            part.data = data
+            train = CalibrationData(
+                fingerprint=data.fingerprint,
+                peak_flops=data.peak_flops,
+                bandwidth=data.bandwidth,
+                op_names=list(names[fold != k]),
+                op_X=X[fold != k].tolist(),
+                op_time=t[fold != k].tolist(),
+            )
+            part._fit_ops(train)
+            pred[fold == k] = part.kernel_seconds(list(names[fold == k]), X[fold == k])
+        ape = np.abs(pred - t) / t
+        return {
+            "median_ape": float(np.median(ape)),
+            "mean_ape": float(np.mean(ape)),
+            "within_10": float(np.mean(ape <= 0.10)),
+            "samples": len(t),
+        }
+
     # ------------------------------------------------------------- persistence
     def save(self, path: str | Path | None = None) -> Path:
         """Write the calibration (the samples; the fit is recomputed on load) atomically."""

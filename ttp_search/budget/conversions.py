@@ -1,0 +1,82 @@
+"""Budgets in the units a search thinks in: seconds, steps, fractions of a schedule."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import nn
+
+from ttp_search.errors import InvalidInputError
+
+
+def _positive(name: str, value: object) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise InvalidInputError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def steps_for_budget(time_budget_s: float, step_time_s: float) -> int:
+    """Whole steps that fit in ``time_budget_s`` at ``step_time_s`` per step (at least 0)."""
+    budget = _positive("time_budget_s", time_budget_s)
+    step = _positive("step_time_s", step_time_s)
+    # A hair of tolerance so 10 s / 0.1 s is 100 steps, not 99 from rounding.
+    return math.floor(budget / step * (1 + 1e-12))
+
+
+def steps_for_fraction(fraction: float, reference_steps: int) -> int:
+    """Steps in ``fraction`` of a reference schedule of ``reference_steps`` (at least 1)."""
+    frac = _positive("fraction", fraction)
+    if (
+        isinstance(reference_steps, bool)
+        or not isinstance(reference_steps, numbers.Integral)
+        or reference_steps < 1
+    ):
+        raise InvalidInputError(f"reference_steps must be an integer >= 1, got {reference_steps!r}")
+    return max(1, round(frac * int(reference_steps)))
+
+
+@dataclass(frozen=True)
+class StepBudget:
+    """Steps that fit in a time budget, with the interval the step-time prediction carries."""
+
+    steps: int
+    low: int  # if steps run at the slow end of the interval
+    high: int  # if steps run at the fast end
+    step_time_s: float
+    time_budget_s: float
+
+
+def steps_for_model_budget(
+    time_budget_s: float,
+    model: nn.Module,
+    input_shape: Sequence[int],
+    batch_size: int,
+    optimizer: str = "sgd",
+    *,
+    cost_model=None,
+) -> StepBudget:
+    """Ask the layer-time model how many training steps of ``model`` fit in the budget.
+
+    ``cost_model`` is a calibrated :class:`~ttp_search.cost.LayerTimeModel`; by default the
+    cached calibration of this device is loaded.
+    """
+    from ttp_search.cost import LayerTimeModel
+
+    budget = _positive("time_budget_s", time_budget_s)
+    ltm = cost_model if cost_model is not None else LayerTimeModel.load()
+    pred = ltm.predict(model, input_shape, batch_size, optimizer)
+    return StepBudget(
+        steps=steps_for_budget(budget, pred.step_time_s),
+        low=steps_for_budget(budget, pred.high_s),
+        high=steps_for_budget(budget, pred.low_s),
+        step_time_s=pred.step_time_s,
+        time_budget_s=budget,
+    )

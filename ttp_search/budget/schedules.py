@@ -1,0 +1,74 @@
+"""Budget-aware linear decay (Li, Yumer & Ramanan, ICLR 2020).
+
+Given a budget of ``T`` steps, ``η_t = η0·(1 − t/T)`` (after an optional linear warm-up)
+drives the learning rate to ``final_lr`` exactly when the budget ends, so a trial stopped at
+its budget has annealed instead of being cut off mid-schedule ("budgeted convergence").
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+from torch.optim.lr_scheduler import LRScheduler
+
+from ttp_search.errors import InvalidInputError
+
+
+def _check_steps(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise InvalidInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+class LinearDecayLR(LRScheduler):
+    """Linear warm-up to each group's initial lr, then linear decay to ``final_lr`` at step
+    ``total_steps``; ``final_lr`` after that. Call ``step()`` once per optimizer step.
+
+    Example:
+        >>> import torch
+        >>> from ttp_search.budget import LinearDecayLR
+        >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        >>> sched = LinearDecayLR(opt, total_steps=4)
+        >>> lrs = []
+        >>> for _ in range(5):
+        ...     lrs.append(round(opt.param_groups[0]["lr"], 3))
+        ...     opt.step()
+        ...     sched.step()
+        >>> lrs
+        [0.1, 0.075, 0.05, 0.025, 0.0]
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        total_steps: int,
+        warmup_steps: int = 0,
+        final_lr: float = 0.0,
+        last_epoch: int = -1,
+    ):
+        self.total_steps = _check_steps("total_steps", total_steps, 1)
+        self.warmup_steps = _check_steps("warmup_steps", warmup_steps, 0)
+        if self.warmup_steps >= self.total_steps:
+            raise InvalidInputError(
+                f"warmup_steps ({warmup_steps}) must be smaller than total_steps ({total_steps})"
+            )
+        if not isinstance(final_lr, numbers.Real) or not math.isfinite(final_lr) or final_lr < 0:
+            raise InvalidInputError(f"final_lr must be a finite number >= 0, got {final_lr!r}")
+        self.final_lr = float(final_lr)
+        super().__init__(optimizer, last_epoch)
+
+    def lr_at(self, step: int, base_lr: float) -> float:
+        """The learning rate at ``step`` (0-based) for a group whose initial lr is ``base_lr``."""
+        if step < self.warmup_steps:
+            return base_lr * (step + 1) / (self.warmup_steps + 1)
+        span = self.total_steps - self.warmup_steps
+        frac = min(1.0, (step - self.warmup_steps) / span)
+        return self.final_lr + (base_lr - self.final_lr) * (1.0 - frac)
+
+    def get_lr(self) -> list[float]:
+        return [self.lr_at(self.last_epoch, base) for base in self.base_lrs]
+
+    def _get_closed_form_lr(self) -> list[float]:
+        return self.get_lr()
