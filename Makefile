@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench-cost calibrate clean-venv
+.PHONY: demo test lint bench-cost bench-curves curves-data calibrate clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ calibrate: $(STAMP)
 
 bench-cost: $(STAMP)
 	$(BIN)/python scripts/bench_cost_model.py
+
+curves-data: $(STAMP)
+	$(BIN)/python scripts/make_curves.py
+
+bench-curves: $(STAMP)
+	$(BIN)/python scripts/bench_curves.py
 
 clean-venv:
 	rm -rf $(VENV)

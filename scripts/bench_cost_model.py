@@ -175,7 +175,7 @@ def markdown(
     for r in summary.itertuples():
         cov = "" if pd.isna(r.interval_coverage) else f"{r.interval_coverage:.0%}"
         lines.append(
-            f"| {r.method} | {r._3:.1f}% | {r._4:.1f}% | {r.within_10:.0%} | "
+            f"| {r.method} | {100 * r.median_ape:.1f}% | {100 * r.mean_ape:.1f}% | {r.within_10:.0%} | "
             f"{r.within_25:.0%} | {r.spearman:.3f} | {cov} |"
         )
     lines += [
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--budget-s", type=float, default=280.0, help="calibration budget if none is cached"
     )
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     parser.add_argument("--out", type=Path, default=ROOT / "results")
     args = parser.parse_args(argv)

@@ -53,7 +53,7 @@ def _kwargs(text: str) -> dict:
 
 
 def _build(model: str, input_shape: str, batch_size: int, model_kwargs: str, device: str):
-    from ttp_search.models import load_model, parse_input_shape
+    from ttp_search.model_specs import load_model, parse_input_shape
 
     if batch_size <= 0:
         _fail(f"--batch-size must be a positive integer, got {batch_size}")

@@ -43,13 +43,14 @@ def median_time(
     repeats: int = 5,
     min_block_s: float = 0.0,
     max_total_s: float | None = None,
+    min_repeats: int = 1,
     device: torch.device | str | None = None,
 ) -> TimingResult:
     """Time ``fn``: ``warmup`` untimed calls, then the median over ``repeats`` blocks.
 
     Short functions are called several times per block so that each block lasts at least
     ``min_block_s``; timer resolution and Python overhead then stop dominating.
-    ``max_total_s`` stops early (after at least one block) when a call is slow.
+    ``max_total_s`` stops early (after at least ``min_repeats`` blocks) when a call is slow.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats!r}")
@@ -71,6 +72,10 @@ def median_time(
             fn()
         synchronize(device)
         samples.append((time.perf_counter() - t0) / calls)
-        if max_total_s is not None and time.perf_counter() - start > max_total_s:
+        if (
+            max_total_s is not None
+            and len(samples) >= min_repeats
+            and time.perf_counter() - start > max_total_s
+        ):
             break
     return TimingResult(statistics.median(samples), samples, calls)

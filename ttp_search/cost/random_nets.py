@@ -122,31 +122,32 @@ class _Attention(nn.Module):
         return self.attn(x, x, x, need_weights=False)[0]
 
 
+# How often each kind is drawn: convolutions (depthwise above all, whose CPU kernels have
+# slow paths at small spatial sizes) and matmuls dominate real steps, so they get more samples.
+_LAYER_WEIGHTS = {
+    "conv": 5,
+    "dwconv": 4,
+    "conv1d": 1,
+    "linear": 3,
+    "linear3d": 2,
+    "bn": 1,
+    "act": 1,
+    "pool": 1,
+    "se": 1,
+    "residual": 1,
+    "dense": 1,
+    "shuffle": 1,
+    "lnorm": 1,
+    "attn": 2,
+    "vggfc": 1,
+    "dropout": 1,
+}
+_LAYER_P = np.array(list(_LAYER_WEIGHTS.values()), dtype=float) / sum(_LAYER_WEIGHTS.values())
+
+
 def random_layer(rng: np.random.Generator) -> tuple[nn.Module, tuple[int, ...], int]:
     """One random layer (or tiny block) with its input shape (without batch) and batch size."""
-    kind = rng.choice(
-        [
-            "conv",
-            "conv",
-            "conv",
-            "dwconv",
-            "conv1d",
-            "linear",
-            "linear",
-            "linear3d",
-            "bn",
-            "act",
-            "pool",
-            "se",
-            "residual",
-            "dense",
-            "shuffle",
-            "lnorm",
-            "attn",
-            "vggfc",
-            "dropout",
-        ]
-    )
+    kind = rng.choice(list(_LAYER_WEIGHTS), p=_LAYER_P)
     n = int(rng.choice(BATCHES))
     hw = int(rng.choice(SPATIAL))
     c = _logint(rng, 3, 1024, 8)
@@ -159,10 +160,12 @@ def random_layer(rng: np.random.Generator) -> tuple[nn.Module, tuple[int, ...], 
         layer = nn.Conv2d(c, cout, k, stride, k // 2, groups=g, bias=bool(rng.integers(2)))
         return layer, (c, hw, hw), n
     if kind == "dwconv":
-        k = int(rng.choice([3, 5, 7]))
+        k = int(rng.choice([3, 3, 5, 5, 7]))
         stride = int(rng.choice([1, 1, 2]))
-        hw = max(hw, 2)
-        return nn.Conv2d(c, c, k, stride, k // 2, groups=c, bias=False), (c, hw, hw), n
+        c = _logint(rng, 8, 1536, 8)
+        mult = int(rng.choice([1, 1, 1, 2]))
+        layer = nn.Conv2d(c, c * mult, k, stride, k // 2, groups=c, bias=bool(rng.integers(2)))
+        return layer, (c, hw, hw), n
     if kind == "conv1d":
         k = int(rng.choice([1, 3, 5, 7, 9]))
         length = _logint(rng, 8, 2048)

@@ -136,7 +136,12 @@ def measure_step_time(
 
     try:
         result = median_time(
-            step, warmup=warmup, repeats=repeats, max_total_s=max_total_s, device=device
+            step,
+            warmup=warmup,
+            repeats=repeats,
+            max_total_s=max_total_s,
+            min_repeats=min(3, repeats),
+            device=device,
         )
     except (RuntimeError, ValueError) as exc:
         raise InvalidInputError(

@@ -1,0 +1,16 @@
+"""Curves engine: early ranking (TSE, LCGA) and extrapolation with intervals."""
+
+from ttp_search.curves.extrapolate import Extrapolation, extrapolate, linear_decay_schedule
+from ttp_search.curves.lcga import SUMMARIES, LCGAFit, lcga
+from ttp_search.curves.tse import epoch_means, tse
+
+__all__ = [
+    "SUMMARIES",
+    "Extrapolation",
+    "LCGAFit",
+    "epoch_means",
+    "extrapolate",
+    "lcga",
+    "linear_decay_schedule",
+    "tse",
+]
