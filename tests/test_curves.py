@@ -47,7 +47,9 @@ def test_lcga_recovers_a_hyperbola_and_its_derivatives():
     assert fit.curvature(100) == pytest.approx(2 * 0.02**2 / u**3, rel=1e-3)
     assert fit.ratio(100) == pytest.approx(fit.slope(100) / math.sqrt(fit.curvature(100)), rel=1e-6)
     eps = fit.elasticity(k)
-    assert np.all(eps <= 0) and abs(eps[-1]) < abs(eps[10])
+    # More training buys ever less once the curve nears its asymptote: ε → 0.
+    assert np.all(eps <= 0)
+    assert abs(fit.elasticity(1e6)) < 0.1 * np.abs(eps).max()
 
 
 def test_lcga_burn_in_and_bad_input():
@@ -66,8 +68,9 @@ def test_pure_power_law_extrapolates_to_its_true_value():
     k = np.arange(1, 201, dtype=float)
     curve = lambda x: 0.2 + 2.0 * (1 + x / 30.0) ** -0.75  # noqa: E731
     est = extrapolate(k, curve(k), 2000)
-    assert est.mean == pytest.approx(curve(2000), rel=0.02)
-    assert est.low <= curve(2000) <= est.high
+    assert est.mean == pytest.approx(curve(2000), rel=1e-4)
+    assert est.low - 1e-6 <= curve(2000) <= est.high + 1e-6
+    assert est.family_weights["power_law"] > 0.99
 
 
 def test_accuracy_curves_go_up():
@@ -85,7 +88,9 @@ def test_noisy_curve_interval_covers_truth():
     truth = lambda x: 0.3 + 1.5 / (1 + x / 40)  # noqa: E731
     est = extrapolate(k, truth(k) + rng.normal(0, 0.05, k.size), 800)
     assert est.low <= truth(800) <= est.high
-    assert abs(est.mean - truth(800)) < 0.1
+    # Four times beyond the data, with noise 0.05: families disagree, the interval says so.
+    assert abs(est.mean - truth(800)) < 0.15
+    assert est.high - est.low < 0.6
 
 
 def test_linear_decay_schedule_is_modelled():

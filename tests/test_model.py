@@ -22,6 +22,7 @@ from ttp_search.cost import (
     device_fingerprint,
     trace_training_step,
 )
+from ttp_search.cost.cache import FORMAT_VERSION
 from ttp_search.errors import CalibrationError, CalibrationNotFoundError, InvalidInputError
 
 
@@ -110,7 +111,7 @@ def test_incompatible_version_and_foreign_device_are_refused(calibrated, tmp_pat
     np.savez(old, **{**arrays, "meta": np.array(json.dumps(meta))})
     with pytest.raises(CalibrationError, match="format version 999"):
         LayerTimeModel.load(old)
-    meta["format_version"] = 1
+    meta["format_version"] = FORMAT_VERSION
     meta["fingerprint"] = {**meta["fingerprint"], "device_name": "Some Other CPU"}
     foreign = tmp_path / "foreign.npz"
     np.savez(foreign, **{**arrays, "meta": np.array(json.dumps(meta))})

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def cache_dir() -> Path:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+from scipy.integrate import cumulative_trapezoid
+from scipy.optimize import minimize
 from scipy.special import ndtr
 
 from ttp_search.curves._validate import as_curve
@@ -32,24 +34,46 @@ _TAUS = np.geomspace(0.01, 30.0, 24)  # as multiples of the last observed time
 _ALPHAS = np.array([0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0])
 
 
-def _family_basis(t: np.ndarray, t_ref: float) -> tuple[np.ndarray, list[str]]:
-    """Rows: g(t) for every (family, τ, α) grid point, over the times ``t``."""
+FAMILIES = ("exponential", "hyperbola", "power_law", "weibull", "log_power")
+
+
+def _g(family: str, t: np.ndarray, tau: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """g(t) for each (τ, α) row: 1 at t = 0, decreasing to 0 as t → ∞."""
+    tau, alpha = tau[:, None], alpha[:, None]
+    x = t[None, :] / tau
+    if family == "exponential":
+        return np.exp(-x)
+    if family == "hyperbola":
+        return 1.0 / (1.0 + x)
+    if family == "power_law":
+        return (1.0 + x) ** -alpha
+    if family == "weibull":
+        return np.exp(-(x**alpha))
+    return 1.0 / (1.0 + (np.log1p(t)[None, :] / np.log1p(tau)) ** alpha)
+
+
+def _family_grid(t_ref: float) -> list[tuple[str, np.ndarray, np.ndarray]]:
     taus = _TAUS * t_ref
-    rows, names = [], []
-    x = t[None, :] / taus[:, None]  # (n_tau, n_t)
-    rows.append(np.exp(-x))
-    names += ["exponential"] * len(taus)
-    rows.append(1.0 / (1.0 + x))
-    names += ["hyperbola"] * len(taus)
-    for alpha in _ALPHAS:
-        rows.append((1.0 + x) ** -alpha)
-        names += ["power_law"] * len(taus)
-        rows.append(np.exp(-(x**alpha)))
-        names += ["weibull"] * len(taus)
-        logx = np.log1p(t)[None, :] / np.log1p(taus)[:, None]
-        rows.append(1.0 / (1.0 + logx**alpha))
-        names += ["log_power"] * len(taus)
-    return np.concatenate(rows), names
+    grid = []
+    for family in FAMILIES:
+        if family in ("exponential", "hyperbola"):
+            grid.append((family, taus, np.ones_like(taus)))
+        else:
+            tt, aa = np.meshgrid(taus, _ALPHAS)
+            grid.append((family, tt.ravel(), aa.ravel()))
+    return grid
+
+
+def _projected_fit(G: np.ndarray, v: np.ndarray, extra: np.ndarray | None):
+    """Closed-form least squares of v on [1, g, (η)] for every row of G at once."""
+    m, n = G.shape
+    cols = [np.ones((m, n)), G] + ([np.broadcast_to(extra, (m, n))] if extra is not None else [])
+    X = np.stack(cols, axis=2)
+    p = X.shape[2]
+    XtX = np.einsum("mni,mnj->mij", X, X) + 1e-10 * np.eye(p)
+    coef = np.linalg.solve(XtX, np.einsum("mni,n->mi", X, v)[..., None])[..., 0]
+    resid = v[None, :] - np.einsum("mni,mi->mn", X, coef)
+    return coef, np.maximum((resid**2).sum(axis=1), 1e-300), XtX
 
 
 @dataclass(frozen=True)
@@ -133,30 +157,53 @@ def extrapolate(
             raise InvalidInputError("lr_schedule must map steps to finite non-negative factors")
         return r
 
-    # Intrinsic time: cumulative relative learning rate (the step count when lr is constant).
-    grid_k = np.concatenate([np.arange(0.0, math.floor(budget) + 1), [budget]])
-    cum = np.concatenate([[0.0], np.cumsum(rel_lr(grid_k[:-1]))])
+    # Intrinsic time: cumulative relative learning rate (the step count when lr is constant),
+    # integrated on a grid so long budgets cost no more than short ones.
+    grid_k = np.linspace(0.0, float(budget), int(min(math.floor(budget) + 1, 4097)))
+    cum = cumulative_trapezoid(rel_lr(grid_k), grid_k, initial=0.0) if grid_k.size > 1 else grid_k
     time_of = lambda k: np.interp(k, grid_k, cum)  # noqa: E731
     t_obs, t_end = time_of(s), float(time_of(np.array([budget]))[0])
     eta_obs, eta_end = rel_lr(s), float(rel_lr(np.array([float(budget)]))[0])
     use_eta = lr_schedule is not None and np.ptp(eta_obs) > 1e-6
 
-    basis, names = _family_basis(np.append(t_obs, t_end), max(t_obs[-1], 1e-9))
+    t_ref = max(t_obs[-1], 1e-9)
+    t_all = np.append(t_obs, t_end)
+    extra = eta_obs if use_eta else None
+    sign = 1.0 if direction == "minimize" else -1.0
+    rows_tau, rows_alpha, names = [], [], []
+    for family, taus, alphas in _family_grid(t_ref):
+        basis = _g(family, t_all, taus, alphas)
+        coef, sse, _ = _projected_fit(basis[:, :-1], v, extra)
+        valid = sign * coef[:, 1] >= 0
+        # Refine the best grid point of each family continuously (variable projection), so a
+        # curve that truly is of one family is recovered exactly, not to grid resolution.
+        best = int(np.argmin(np.where(valid, sse, np.inf))) if valid.any() else int(np.argmin(sse))
+        x0 = [math.log(taus[best]), alphas[best]]
+
+        def objective(z, family=family):
+            tau, alpha = np.array([math.exp(z[0])]), np.array([max(z[1], 0.05)])
+            _, s2, _ = _projected_fit(_g(family, t_obs, tau, alpha), v, extra)
+            return math.log(s2[0])
+
+        res = minimize(
+            objective,
+            x0,
+            method="Nelder-Mead",
+            options={"maxiter": 60, "xatol": 1e-3, "fatol": 1e-6},
+        )
+        rows_tau.append(np.append(taus, math.exp(res.x[0])))
+        rows_alpha.append(np.append(alphas, max(res.x[1], 0.05)))
+        names += [family] * (len(taus) + 1)
+    basis = np.concatenate(
+        [_g(f, t_all, ta, al) for f, ta, al in zip(FAMILIES, rows_tau, rows_alpha, strict=True)]
+    )
     G, g_end = basis[:, :-1], basis[:, -1]
     m = G.shape[0]
-    # Design per grid point: [1, g(t), (η)] — solve all least squares at once.
-    cols = [np.ones((m, n)), G] + ([np.broadcast_to(eta_obs, (m, n))] if use_eta else [])
-    X = np.stack(cols, axis=2)  # (m, n, p)
-    p = X.shape[2]
-    XtX = np.einsum("mni,mnj->mij", X, X) + 1e-10 * np.eye(p)
-    Xty = np.einsum("mni,n->mi", X, v)
-    coef = np.linalg.solve(XtX, Xty[..., None])[..., 0]
-    resid = v[None, :] - np.einsum("mni,mi->mn", X, coef)
-    sse = np.maximum((resid**2).sum(axis=1), 1e-300)
+    coef, sse, XtX = _projected_fit(G, v, extra)
+    p = coef.shape[1]
     x_end = np.stack([np.ones(m), g_end] + ([np.full(m, eta_end)] if use_eta else []), axis=1)
     centers = (x_end * coef).sum(axis=1)
     # Curves must approach their asymptote from the side the direction says.
-    sign = 1.0 if direction == "minimize" else -1.0
     ok = np.isfinite(centers) & (sign * coef[:, 1] >= 0)
     if use_eta:
         ok &= sign * coef[:, 2] >= 0
