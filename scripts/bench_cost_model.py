@@ -155,7 +155,7 @@ def markdown(
     results: pd.DataFrame,
     ltm: LayerTimeModel,
     device: str,
-    wall_s: float,
+    wall_s: float | None,
     cv: dict,
 ) -> str:
     ok = results[results.status == "ok"]
@@ -167,7 +167,7 @@ def markdown(
         f"{info['distinct_ops']} kinds, {info['network_samples']} random networks, "
         f"{info['optimizer_samples']} optimizer updates). Cases: {len(ok)} measured, "
         f"{len(results) - len(ok)} not trainable (batch norm with one value per channel). "
-        f"Benchmark wall time {wall_s / 60:.1f} min.",
+        + (f"Benchmark wall time {wall_s / 60:.1f} min." if wall_s else ""),
         "",
         "| method | median APE | mean APE | within ±10% | within ±25% | Spearman ρ | 80% interval coverage |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -263,18 +263,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     parser.add_argument("--out", type=Path, default=ROOT / "results")
+    parser.add_argument("--from-csv", type=Path, help="re-render from a saved results CSV")
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
     ltm = LayerTimeModel.load_or_calibrate(args.budget_s, device=args.device)
     fp = device_fingerprint(args.device)
     device = f"{fp['device_name']}"
-    results = evaluate(ltm, build_cases(args.quick), device=args.device, repeats=args.repeats)
+    if args.from_csv is not None:
+        # Re-render the tables and plot from a finished run's measurements.
+        results = pd.read_csv(args.from_csv)
+    else:
+        results = evaluate(ltm, build_cases(args.quick), device=args.device, repeats=args.repeats)
     summary = summarize(results)
-    wall = time.perf_counter() - start
+    wall = None if args.from_csv is not None else time.perf_counter() - start
     tag = "gpu" if args.device.startswith("cuda") else "cpu"
     args.out.mkdir(parents=True, exist_ok=True)
-    results.to_csv(args.out / f"bench_cost_{tag}.csv", index=False)
+    if args.from_csv is None:
+        results.to_csv(args.out / f"bench_cost_{tag}.csv", index=False)
     body = markdown(summary, results, ltm, device, wall, ltm.cross_validate_ops())
     print(body)
     if not args.no_write and not args.quick:

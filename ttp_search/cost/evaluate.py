@@ -104,8 +104,8 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
             {
                 "method": method,
                 "cases": len(ok),
-                "median_ape_%": 100 * float(np.median(ape)),
-                "mean_ape_%": 100 * float(np.mean(ape)),
+                "median_ape": float(np.median(ape)),
+                "mean_ape": float(np.mean(ape)),
                 "within_10": float(np.mean(ape <= 0.10)),
                 "within_25": float(np.mean(ape <= 0.25)),
                 "spearman": float(spearmanr(pred, truth).statistic),

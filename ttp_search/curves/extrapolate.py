@@ -22,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 from scipy.integrate import cumulative_trapezoid
-from scipy.optimize import minimize
+from scipy.optimize import minimize, minimize_scalar
 from scipy.special import ndtr
 
 from ttp_search.curves._validate import as_curve
@@ -30,8 +30,8 @@ from ttp_search.errors import InvalidInputError
 
 Direction = Literal["minimize", "maximize"]
 
-_TAUS = np.geomspace(0.01, 30.0, 24)  # as multiples of the last observed time
-_ALPHAS = np.array([0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0])
+_TAUS = np.geomspace(0.01, 30.0, 18)  # as multiples of the last observed time
+_ALPHAS = np.array([0.3, 0.6, 1.0, 1.6, 2.5])
 
 
 FAMILIES = ("exponential", "hyperbola", "power_law", "weibull", "log_power")
@@ -170,30 +170,52 @@ def extrapolate(
     t_all = np.append(t_obs, t_end)
     extra = eta_obs if use_eta else None
     sign = 1.0 if direction == "minimize" else -1.0
-    rows_tau, rows_alpha, names = [], [], []
-    for family, taus, alphas in _family_grid(t_ref):
-        basis = _g(family, t_all, taus, alphas)
-        coef, sse, _ = _projected_fit(basis[:, :-1], v, extra)
+    rows_tau, rows_alpha, names, best_sse = [], [], [], []
+    grid = _family_grid(t_ref)
+    for family, taus, alphas in grid:
+        coef, sse, _ = _projected_fit(_g(family, t_obs, taus, alphas), v, extra)
         valid = sign * coef[:, 1] >= 0
-        # Refine the best grid point of each family continuously (variable projection), so a
-        # curve that truly is of one family is recovered exactly, not to grid resolution.
-        best = int(np.argmin(np.where(valid, sse, np.inf))) if valid.any() else int(np.argmin(sse))
-        x0 = [math.log(taus[best]), alphas[best]]
+        best_sse.append(float(np.min(np.where(valid, sse, np.inf))) if valid.any() else np.inf)
+        rows_tau.append(taus)
+        rows_alpha.append(alphas)
+    # Refine the best grid point of each competitive family continuously (variable
+    # projection), so a curve truly of one family is recovered exactly, not to grid resolution.
+    ones = np.ones_like(v)
+    vv = float(v @ v)
 
-        def objective(z, family=family):
-            tau, alpha = np.array([math.exp(z[0])]), np.array([max(z[1], 0.05)])
-            _, s2, _ = _projected_fit(_g(family, t_obs, tau, alpha), v, extra)
-            return math.log(s2[0])
+    def sse_of(family: str, tau: float, alpha: float) -> float:
+        g = _g(family, t_obs, np.array([tau]), np.array([alpha]))[0]
+        A = np.stack([ones, g] if extra is None else [ones, g, extra])
+        rhs = A @ v
+        c = np.linalg.solve(A @ A.T + 1e-10 * np.eye(A.shape[0]), rhs)
+        return max(vv - float(c @ rhs), 1e-300)
 
-        res = minimize(
-            objective,
-            x0,
-            method="Nelder-Mead",
-            options={"maxiter": 60, "xatol": 1e-3, "fatol": 1e-6},
-        )
-        rows_tau.append(np.append(taus, math.exp(res.x[0])))
-        rows_alpha.append(np.append(alphas, max(res.x[1], 0.05)))
-        names += [family] * (len(taus) + 1)
+    floor_sse = min(best_sse)
+    for i, (family, taus, alphas) in enumerate(grid):
+        if not np.isfinite(best_sse[i]) or best_sse[i] > 4.0 * floor_sse + 1e-300:
+            continue
+        coef, sse, _ = _projected_fit(_g(family, t_obs, taus, alphas), v, extra)
+        j = int(np.argmin(np.where(sign * coef[:, 1] >= 0, sse, np.inf)))
+        if family in ("exponential", "hyperbola"):
+            res = minimize_scalar(
+                lambda z, f=family: math.log(sse_of(f, math.exp(z), 1.0)),
+                bounds=(math.log(taus[j]) - 0.5, math.log(taus[j]) + 0.5),
+                method="bounded",
+                options={"xatol": 1e-3},
+            )
+            tau, alpha = math.exp(res.x), 1.0
+        else:
+            res = minimize(
+                lambda z, f=family: math.log(sse_of(f, math.exp(z[0]), max(z[1], 0.05))),
+                [math.log(taus[j]), alphas[j]],
+                method="Nelder-Mead",
+                options={"maxiter": 40, "xatol": 1e-3, "fatol": 1e-7},
+            )
+            tau, alpha = math.exp(res.x[0]), max(res.x[1], 0.05)
+        rows_tau[i] = np.append(taus, tau)
+        rows_alpha[i] = np.append(alphas, alpha)
+    for i, (family, _, _) in enumerate(grid):
+        names += [family] * len(rows_tau[i])
     basis = np.concatenate(
         [_g(f, t_all, ta, al) for f, ta, al in zip(FAMILIES, rows_tau, rows_alpha, strict=True)]
     )
