@@ -19,7 +19,7 @@ def cache_root(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def calibrated(cache_root):
-    """A LayerTimeModel from a 25-second calibration, saved into the session cache."""
+    """A LayerTimeModel from a 30-second calibration, saved into the session cache."""
     from ttp_search.cost import LayerTimeModel
 
-    return LayerTimeModel.calibrate(25, progress=False, seed=0)
+    return LayerTimeModel.calibrate(30, progress=False, seed=0)

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from ttp_search.cost._timing import median_time, synchronize
 from ttp_search.cost.cache import FORMAT_VERSION, atomic_write_bytes, device_fingerprint
 from ttp_search.cost.features import FEATURE_COLUMNS, is_alias_op, op_features
-from ttp_search.cost.random_nets import random_layer, random_network
+from ttp_search.cost.random_nets import LAYER_KINDS, random_layer, random_network
 from ttp_search.cost.step import OPTIMIZERS, build_optimizer, measure_step_time, training_loss
 from ttp_search.cost.trace import StepTrace, trace_training_step
 from ttp_search.errors import CalibrationError, InvalidInputError
@@ -295,10 +295,13 @@ def _too_big(module: torch.nn.Module, shape: tuple[int, ...], batch: int) -> boo
 
 
 def _sample_ops(data, rng, deadline, device, bar) -> None:
+    # Every layer kind once first (activations several times), so that even a short
+    # calibration knows the common ops; then kinds drawn by weight.
+    first = [*LAYER_KINDS, *["act"] * 6, *["pool"] * 5, *["dropout"] * 2]
     while time.perf_counter() < deadline:
         t0 = time.perf_counter()
         with torch.device("meta"):
-            module, shape, batch = random_layer(rng)
+            module, shape, batch = random_layer(rng, first.pop(0) if first else None)
         if _too_big(module, shape, batch):
             continue
         module = _materialize(module, device)
@@ -315,13 +318,15 @@ def _sample_ops(data, rng, deadline, device, bar) -> None:
 
 def _sample_optimizer(data, rng, deadline, device, bar) -> None:
     kinds = list(OPTIMIZERS)
+    # A 30M-parameter Adam step takes a second here: keep short calibrations to small sets.
+    max_numel = 3e7 if deadline - time.perf_counter() > 15 else 3e6
     i = 0
     while time.perf_counter() < deadline:
         t0 = time.perf_counter()
         kind = kinds[i % len(kinds)]
         i += 1
         n_tensors = int(np.exp(rng.uniform(0, np.log(400))))
-        total = float(np.exp(rng.uniform(np.log(1e3), np.log(3e7))))
+        total = float(np.exp(rng.uniform(np.log(1e3), np.log(max_numel))))
         sizes = np.maximum(1, (rng.dirichlet(np.full(n_tensors, 0.5)) * total).astype(int))
         params = [torch.nn.Parameter(torch.randn(int(s), device=device)) for s in sizes]
         for p in params:
@@ -400,7 +405,7 @@ def collect_calibration(
             ("networks", _sample_networks),
         ):
             bar.set_description(f"calibrating {stage}")
-            deadline = time.perf_counter() + remaining * shares[stage] / total_share
+            deadline = time.perf_counter() + max(3.0, remaining * shares[stage] / total_share)
             with torch.no_grad() if stage == "optimizer" else torch.enable_grad():
                 sampler(data, rng, deadline, device, bar)
     data.elapsed_s = time.perf_counter() - start

@@ -142,12 +142,19 @@ _LAYER_WEIGHTS = {
     "vggfc": 1,
     "dropout": 1,
 }
+LAYER_KINDS = tuple(_LAYER_WEIGHTS)
 _LAYER_P = np.array(list(_LAYER_WEIGHTS.values()), dtype=float) / sum(_LAYER_WEIGHTS.values())
 
 
-def random_layer(rng: np.random.Generator) -> tuple[nn.Module, tuple[int, ...], int]:
-    """One random layer (or tiny block) with its input shape (without batch) and batch size."""
-    kind = rng.choice(list(_LAYER_WEIGHTS), p=_LAYER_P)
+def random_layer(
+    rng: np.random.Generator, kind: str | None = None
+) -> tuple[nn.Module, tuple[int, ...], int]:
+    """One random layer (or tiny block) with its input shape (without batch) and batch size.
+
+    ``kind`` picks the layer family (one of :data:`LAYER_KINDS`); by default it is drawn.
+    """
+    if kind is None:
+        kind = str(rng.choice(LAYER_KINDS, p=_LAYER_P))
     n = int(rng.choice(BATCHES))
     hw = int(rng.choice(SPATIAL))
     c = _logint(rng, 3, 1024, 8)
@@ -224,7 +231,8 @@ def random_layer(rng: np.random.Generator) -> tuple[nn.Module, tuple[int, ...], 
         seq = _logint(rng, 2, 256)
         body = nn.Sequential(nn.LayerNorm(e), _Attention(e, heads))
         return _Residual(body), (seq, e), n
-    return nn.Sequential(nn.Dropout(float(rng.uniform(0.0, 0.5))), _Act("gelu")), (c, hw, hw), n
+    dropout = nn.Dropout(float(rng.uniform(0.05, 0.5)), inplace=bool(rng.integers(2)))
+    return nn.Sequential(_Act(str(rng.choice(ACTIVATIONS))), dropout), (c, hw, hw), n
 
 
 def random_network(rng: np.random.Generator) -> tuple[nn.Module, tuple[int, ...], int]:

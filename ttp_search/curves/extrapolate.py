@@ -41,6 +41,11 @@ def _g(family: str, t: np.ndarray, tau: np.ndarray, alpha: np.ndarray) -> np.nda
     """g(t) for each (τ, α) row: 1 at t = 0, decreasing to 0 as t → ∞."""
     tau, alpha = tau[:, None], alpha[:, None]
     x = t[None, :] / tau
+    with np.errstate(over="ignore", under="ignore"):
+        return _g_shape(family, t, x, tau, alpha)
+
+
+def _g_shape(family, t, x, tau, alpha):
     if family == "exponential":
         return np.exp(-x)
     if family == "hyperbola":
@@ -191,6 +196,11 @@ def extrapolate(
         return max(vv - float(c @ rhs), 1e-300)
 
     floor_sse = min(best_sse)
+    log_lo, log_hi = math.log(1e-4 * t_ref), math.log(1e3 * t_ref)
+
+    def tau_of(z: float) -> float:
+        return math.exp(min(max(z, log_lo), log_hi))
+
     for i, (family, taus, alphas) in enumerate(grid):
         if not np.isfinite(best_sse[i]) or best_sse[i] > 4.0 * floor_sse + 1e-300:
             continue
@@ -201,17 +211,17 @@ def extrapolate(
                 lambda z, f=family: math.log(sse_of(f, math.exp(z), 1.0)),
                 bounds=(math.log(taus[j]) - 0.5, math.log(taus[j]) + 0.5),
                 method="bounded",
-                options={"xatol": 1e-3},
+                options={"xatol": 1e-5},
             )
             tau, alpha = math.exp(res.x), 1.0
         else:
             res = minimize(
-                lambda z, f=family: math.log(sse_of(f, math.exp(z[0]), max(z[1], 0.05))),
+                lambda z, f=family: math.log(sse_of(f, tau_of(z[0]), min(max(z[1], 0.05), 20.0))),
                 [math.log(taus[j]), alphas[j]],
                 method="Nelder-Mead",
-                options={"maxiter": 40, "xatol": 1e-3, "fatol": 1e-7},
+                options={"maxiter": 80, "xatol": 1e-5, "fatol": 1e-10},
             )
-            tau, alpha = math.exp(res.x[0]), max(res.x[1], 0.05)
+            tau, alpha = tau_of(res.x[0]), min(max(res.x[1], 0.05), 20.0)
         rows_tau[i] = np.append(taus, tau)
         rows_alpha[i] = np.append(alphas, alpha)
     for i, (family, _, _) in enumerate(grid):
