@@ -40,7 +40,16 @@ from ttp_search.errors import InvalidInputError
 
 ROOT = Path(__file__).resolve().parents[1]
 FRACTIONS = (0.10, 0.25, 0.50)
-WORST = 1e9  # score of a diverged run: ranked last by every estimator (lower is better)
+WORST = 1e9
+KEYS = (
+    "tse",
+    "tse_e",
+    "tse_ema",
+    "lcga",
+    "val_acc",
+    "extrapolated",
+    "extrapolated_loss",
+)  # score of a diverged run: ranked last by every estimator (lower is better)
 
 
 def _cut(run: CurveRun, fraction: float) -> tuple[np.ndarray, int]:
@@ -60,7 +69,7 @@ def scores(run: CurveRun, fraction: float, lcga_summary: str) -> dict:
     """Every estimator's score for one run at one fraction; lower is better for all."""
     losses, epochs = _cut(run, fraction)
     if not np.all(np.isfinite(losses)):
-        return {k: WORST for k in ("tse", "tse_e", "tse_ema", "lcga", "val_acc", "extrapolated")}
+        return {k: WORST for k in KEYS}
     spe = run.steps_per_epoch
     out = {
         "tse": tse(losses, "tse", steps_per_epoch=spe),
@@ -78,9 +87,18 @@ def scores(run: CurveRun, fraction: float, lcga_summary: str) -> dict:
         run.budget_steps,
         direction="maximize",
         lr_schedule=_lr_of(run),
+        value_range=(0.0, 1.0),
     )
     out["extrapolated"] = -est.mean
     out["_est"] = est
+    # The final training loss, extrapolated from the per-step losses (many more points).
+    out["extrapolated_loss"] = extrapolate(
+        np.arange(losses.size),
+        losses,
+        run.budget_steps,
+        lr_schedule=_lr_of(run),
+        value_range=(0.0, float(np.max(losses))),
+    ).mean
     return out
 
 
@@ -90,7 +108,7 @@ def ranking_table(runs: list[CurveRun], lcga_summary: str) -> tuple[pd.DataFrame
     rows, ext = [], []
     for frac in FRACTIONS:
         per_run = [scores(r, frac, lcga_summary) for r in runs]
-        for key in ("tse", "tse_e", "tse_ema", "lcga", "val_acc", "extrapolated"):
+        for key in KEYS:
             s = np.array([p[key] for p in per_run])
             rho = spearmanr(-s, truth).statistic
             tau = kendalltau(-s, truth).statistic
@@ -199,6 +217,7 @@ def plot_extrapolation(runs: list[CurveRun], path: Path) -> None:
                 run.budget_steps,
                 direction="maximize",
                 lr_schedule=_lr_of(run),
+                value_range=(0.0, 1.0),
             )
             ax.errorbar(
                 [run.budget_steps * (1 + 0.02 * FRACTIONS.index(frac))],

@@ -154,3 +154,12 @@ def test_random_curves_never_crash_and_intervals_are_ordered(values, extra, dire
     est = extrapolate(steps, values, steps[-1] + extra, direction=direction)
     assert est.low <= est.mean <= est.high
     assert 0.0 <= est.prob_better_than(est.mean) <= 1.0
+
+
+def test_value_range_keeps_accuracy_below_one():
+    k = np.arange(1, 11, dtype=float)
+    acc = np.minimum(0.1 * k + 0.05, 0.99)  # still rising fast when observation stops
+    est = extrapolate(k, acc, 100, direction="maximize", value_range=(0.0, 1.0))
+    assert 0.0 <= est.low <= est.mean <= est.high <= 1.0
+    few = extrapolate([1, 2], [0.3, 0.5], 100, direction="maximize", value_range=(0.0, 1.0))
+    assert few.high - few.low >= 0.25  # two points say little about step 100

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -122,9 +122,12 @@ def extrapolate(
     lr_schedule: Callable[[np.ndarray], np.ndarray] | None = None,
     level: float = 0.8,
     temperature: float | None = None,
+    value_range: tuple[float, float] | None = None,
 ) -> Extrapolation:
     """Predict the curve's value at step ``budget`` from the observed ``(steps, values)``.
 
+    ``value_range`` bounds what the metric can be (``(0, 1)`` for an accuracy): fits whose
+    asymptote leaves it are discarded and predictions are clipped into it.
     ``lr_schedule`` maps step numbers to the learning rate relative to its initial value
     (e.g. ``lambda k: 1 - k / budget`` for linear decay); ``None`` means constant.
     ``temperature`` tempers the BIC weights (default ``sqrt(n)``: per-step values are
@@ -144,14 +147,20 @@ def extrapolate(
     if n < 4 or spread == 0.0:
         # Too little to fit a shape: the last value, with an interval as wide as the data.
         width = max(spread, abs(float(v[-1])) * 0.05, 1e-12)
-        return _mixture(
-            budget,
-            np.array([v[-1]]),
-            np.array([width]),
-            np.array([1.0]),
-            level,
-            direction,
-            {"last_value": 1.0},
+        if value_range is not None:
+            # Most of training is still ahead: anything the metric can be is plausible.
+            width = max(width, (value_range[1] - value_range[0]) / 4)
+        return _clip(
+            value_range,
+            _mixture(
+                budget,
+                np.array([v[-1]]),
+                np.array([width]),
+                np.array([1.0]),
+                level,
+                direction,
+                {"last_value": 1.0},
+            ),
         )
 
     def rel_lr(k: np.ndarray) -> np.ndarray:
@@ -239,6 +248,10 @@ def extrapolate(
     ok = np.isfinite(centers) & (sign * coef[:, 1] >= 0)
     if use_eta:
         ok &= sign * coef[:, 2] >= 0
+    if value_range is not None:
+        lo_v, hi_v = value_range
+        ok &= (coef[:, 0] >= lo_v) & (coef[:, 0] <= hi_v)
+        centers = np.clip(centers, lo_v, hi_v)
     if not ok.any():
         ok = np.isfinite(centers)
     sigma2 = sse / max(n - p, 1)
@@ -255,15 +268,26 @@ def extrapolate(
     fams: dict[str, float] = {}
     for name, weight in zip(names, w, strict=True):
         fams[name] = fams.get(name, 0.0) + float(weight)
-    return _mixture(
-        budget,
-        centers[keep],
-        np.maximum(scales[keep], floor + 1e-12),
-        w[keep] / w[keep].sum(),
-        level,
-        direction,
-        fams,
+    return _clip(
+        value_range,
+        _mixture(
+            budget,
+            centers[keep],
+            np.maximum(scales[keep], floor + 1e-12),
+            w[keep] / w[keep].sum(),
+            level,
+            direction,
+            fams,
+        ),
     )
+
+
+def _clip(value_range, est: Extrapolation) -> Extrapolation:
+    if value_range is None:
+        return est
+    lo, hi = value_range
+    clip = lambda x: float(min(max(x, lo), hi))  # noqa: E731
+    return replace(est, mean=clip(est.mean), low=clip(est.low), high=clip(est.high))
 
 
 def _mixture(budget, centers, scales, weights, level, direction, fams) -> Extrapolation:
