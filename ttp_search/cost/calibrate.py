@@ -297,12 +297,16 @@ def _too_big(module: torch.nn.Module, shape: tuple[int, ...], batch: int) -> boo
 def _sample_ops(data, rng, deadline, device, bar) -> None:
     # Every layer kind once first (activations several times), so that even a short
     # calibration knows the common ops; then kinds drawn by weight.
-    first = [*LAYER_KINDS, *["act"] * 6, *["pool"] * 5, *["dropout"] * 2]
+    first = [*LAYER_KINDS, *["act"] * 6, *["maxpool", "avgpool"] * 2, *["dropout"] * 2]
     while time.perf_counter() < deadline:
         t0 = time.perf_counter()
-        with torch.device("meta"):
-            module, shape, batch = random_layer(rng, first.pop(0) if first else None)
-        if _too_big(module, shape, batch):
+        kind = first.pop(0) if first else None
+        for _ in range(20):  # redraw sizes until the layer fits the caps
+            with torch.device("meta"):
+                module, shape, batch = random_layer(rng, kind)
+            if not _too_big(module, shape, batch):
+                break
+        else:
             continue
         module = _materialize(module, device)
         leaf = torch.randn(batch, *shape, device=device, requires_grad=True)

@@ -132,7 +132,8 @@ _LAYER_WEIGHTS = {
     "linear3d": 2,
     "bn": 1,
     "act": 1,
-    "pool": 1,
+    "maxpool": 1,
+    "avgpool": 1,
     "se": 1,
     "residual": 1,
     "dense": 1,
@@ -199,18 +200,18 @@ def random_layer(
         return nn.BatchNorm2d(c), (c, hw, hw), n
     if kind == "act":
         return _Act(rng.choice(ACTIVATIONS)), (c, hw, hw), n
-    if kind == "pool":
+    if kind in ("maxpool", "avgpool"):
         hw = max(hw, 2)
-        layer = rng.choice(
-            [
-                nn.MaxPool2d(3, 2, 1),
-                nn.MaxPool2d(2),
+        if kind == "maxpool":
+            layer = [nn.MaxPool2d(3, 2, 1), nn.MaxPool2d(2)][int(rng.integers(2))]
+        else:
+            options = [
                 nn.AvgPool2d(2),
                 nn.AdaptiveAvgPool2d(1),
                 nn.AdaptiveAvgPool2d(7),
                 nn.AvgPool2d(3, 1, 1),
             ]
-        )
+            layer = options[int(rng.integers(len(options)))]
         return nn.Sequential(layer, nn.Flatten()), (c, hw, hw), n
     if kind == "se":
         return _SE(c, int(rng.choice([4, 8, 16]))), (c, hw, hw), n
