@@ -401,7 +401,7 @@ def collect_calibration(
         desc="calibrating",
         disable=not progress,
         mininterval=1.0,
-        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s",
+        bar_format="{desc}{percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s",
     ) as bar:
         for stage, sampler in (
             ("ops", _sample_ops),
