@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ttp_search.budget.schedules import check_int
 from ttp_search.errors import InvalidInputError
 
 
@@ -34,13 +35,8 @@ def steps_for_budget(time_budget_s: float, step_time_s: float) -> int:
 def steps_for_fraction(fraction: float, reference_steps: int) -> int:
     """Steps in ``fraction`` of a reference schedule of ``reference_steps`` (at least 1)."""
     frac = _positive("fraction", fraction)
-    if (
-        isinstance(reference_steps, bool)
-        or not isinstance(reference_steps, numbers.Integral)
-        or reference_steps < 1
-    ):
-        raise InvalidInputError(f"reference_steps must be an integer >= 1, got {reference_steps!r}")
-    return max(1, round(frac * int(reference_steps)))
+    reference_steps = check_int("reference_steps", reference_steps, 1)
+    return max(1, round(frac * reference_steps))
 
 
 @dataclass(frozen=True)

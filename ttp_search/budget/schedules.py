@@ -16,7 +16,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from ttp_search.errors import InvalidInputError
 
 
-def _check_steps(name: str, value: object, minimum: int) -> int:
+def check_int(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise InvalidInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
@@ -48,8 +48,8 @@ class LinearDecayLR(LRScheduler):
         final_lr: float = 0.0,
         last_epoch: int = -1,
     ):
-        self.total_steps = _check_steps("total_steps", total_steps, 1)
-        self.warmup_steps = _check_steps("warmup_steps", warmup_steps, 0)
+        self.total_steps = check_int("total_steps", total_steps, 1)
+        self.warmup_steps = check_int("warmup_steps", warmup_steps, 0)
         if self.warmup_steps >= self.total_steps:
             raise InvalidInputError(
                 f"warmup_steps ({warmup_steps}) must be smaller than total_steps ({total_steps})"

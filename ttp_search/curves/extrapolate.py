@@ -184,12 +184,13 @@ def extrapolate(
     t_all = np.append(t_obs, t_end)
     extra = eta_obs if use_eta else None
     sign = 1.0 if direction == "minimize" else -1.0
-    rows_tau, rows_alpha, names, best_sse = [], [], [], []
+    rows_tau, rows_alpha, names, best_sse, best_row = [], [], [], [], []
     grid = _family_grid(t_ref)
     for family, taus, alphas in grid:
         coef, sse, _ = _projected_fit(_g(family, t_obs, taus, alphas), v, extra)
-        valid = sign * coef[:, 1] >= 0
-        best_sse.append(float(np.min(np.where(valid, sse, np.inf))) if valid.any() else np.inf)
+        valid_sse = np.where(sign * coef[:, 1] >= 0, sse, np.inf)
+        best_row.append(int(np.argmin(valid_sse)))
+        best_sse.append(float(valid_sse[best_row[-1]]))
         rows_tau.append(taus)
         rows_alpha.append(alphas)
     # Refine the best grid point of each competitive family continuously (variable
@@ -213,8 +214,7 @@ def extrapolate(
     for i, (family, taus, alphas) in enumerate(grid):
         if not np.isfinite(best_sse[i]) or best_sse[i] > 4.0 * floor_sse + 1e-300:
             continue
-        coef, sse, _ = _projected_fit(_g(family, t_obs, taus, alphas), v, extra)
-        j = int(np.argmin(np.where(sign * coef[:, 1] >= 0, sse, np.inf)))
+        j = best_row[i]
         if family in ("exponential", "hyperbola"):
             res = minimize_scalar(
                 lambda z, f=family: math.log(sse_of(f, math.exp(z), 1.0)),
