@@ -10,7 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ttp_search.curves import epoch_means, extrapolate, lcga, linear_decay_schedule, tse
+from ttp_search.curves import (
+    epoch_means,
+    extrapolate,
+    lcga,
+    linear_decay_schedule,
+    rank,
+    tse,
+)
 from ttp_search.errors import InvalidInputError
 
 
@@ -163,3 +170,70 @@ def test_value_range_keeps_accuracy_below_one():
     assert 0.0 <= est.low <= est.mean <= est.high <= 1.0
     few = extrapolate([1, 2], [0.3, 0.5], 100, direction="maximize", value_range=(0.0, 1.0))
     assert few.high - few.low >= 0.25  # two points say little about step 100
+
+
+def test_two_or_three_points_extrapolate_in_the_curve_direction():
+    est = extrapolate([1, 2, 3], [0.5, 0.7, 0.8], 30, direction="maximize", value_range=(0, 1))
+    assert 0.8 < est.mean <= 1.0
+    assert est.low < 0.8 < est.high <= 1.0
+    # A curve going the wrong way gives no admissible hyperbola: the last level, widened.
+    down = extrapolate([1, 2], [0.8, 0.7], 30, direction="maximize", value_range=(0, 1))
+    assert down.mean == pytest.approx(0.7)
+
+
+def test_wrong_side_curve_falls_back_to_last_level():
+    k = np.arange(1, 20, dtype=float)
+    rising_loss = 0.1 + 0.01 * k
+    est = extrapolate(k, rising_loss, 100, value_range=(0.0, 10.0))
+    assert est.mean == pytest.approx(rising_loss[-1])
+    assert est.low < est.mean < est.high
+
+
+def _power(k, c, a):
+    return c + a * (1 + k / 10.0) ** -0.7
+
+
+def test_rank_orders_by_each_estimator_and_puts_diverged_last():
+    k = np.arange(1, 61, dtype=float)
+    curves = {
+        "good": (k, _power(k, 0.1, 2.0)),
+        "mid": (k, _power(k, 0.3, 2.0)),
+        "bad": (k, _power(k, 0.6, 2.0)),
+        "nan": (k, np.r_[_power(k[:-1], 0.0, 2.0), np.nan]),
+    }
+    for by in ("tse", "tse_e", "tse_ema", "last", "lcga"):
+        table = rank(curves, by=by)
+        assert list(table.index) == ["good", "mid", "bad", "nan"], by
+        assert math.isnan(table.loc["nan", "score"])
+    ext = rank(curves, by="extrapolated", budgets=600)
+    assert list(ext.index) == ["good", "mid", "bad", "nan"]
+    assert list(ext["rank"]) == [1, 2, 3, 4]
+    assert (ext.low.iloc[:3] <= ext.score.iloc[:3]).all()
+
+
+def test_rank_compares_trials_at_their_own_budgets():
+    k = np.arange(1, 41, dtype=float)
+    # Same start; "long" keeps improving for 10x the steps, so it ends better.
+    curves = {"short": (k, _power(k, 0.2, 2.0)), "long": (k, _power(k, 0.2, 2.0) + 1e-3)}
+    table = rank(curves, by="extrapolated", budgets={"short": 40, "long": 400})
+    assert list(table.index) == ["long", "short"]
+    accuracies = {"a": (k, 1 - _power(k, 0.2, 0.5)), "b": (k, 1 - _power(k, 0.1, 0.5))}
+    up = rank(accuracies, by="last", direction="maximize")
+    assert list(up.index) == ["b", "a"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"by": "nope"}, "unknown estimator"),
+        ({"by": "tse", "direction": "maximize"}, "training losses"),
+        ({"by": "extrapolated"}, "needs budgets"),
+        ({"by": "extrapolated", "budgets": {"other": 10}}, "no entry"),
+        ({"direction": "up", "by": "last"}, "direction"),
+    ],
+)
+def test_rank_bad_input(kwargs, match):
+    with pytest.raises(InvalidInputError, match=match):
+        rank({"x": ([1, 2, 3, 4], [1.0, 0.8, 0.7, 0.65])}, **kwargs)
+    with pytest.raises(InvalidInputError, match="non-empty"):
+        rank({})

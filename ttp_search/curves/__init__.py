@@ -2,9 +2,11 @@
 
 from ttp_search.curves.extrapolate import Extrapolation, extrapolate, linear_decay_schedule
 from ttp_search.curves.lcga import SUMMARIES, LCGAFit, lcga
+from ttp_search.curves.rank import ESTIMATORS, rank
 from ttp_search.curves.tse import epoch_means, tse
 
 __all__ = [
+    "ESTIMATORS",
     "SUMMARIES",
     "Extrapolation",
     "LCGAFit",
@@ -12,5 +14,6 @@ __all__ = [
     "extrapolate",
     "lcga",
     "linear_decay_schedule",
+    "rank",
     "tse",
 ]
