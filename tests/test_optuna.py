@@ -1,0 +1,308 @@
+"""Optuna adapters, tested with study.ask()/tell() as Optuna's own pruner tests are."""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from ttp_search.budget import LinearDecayLR
+from ttp_search.engine import DecisionCore, TrialCurve
+from ttp_search.errors import InvalidInputError
+from ttp_search.optuna import (
+    CostAwareSampler,
+    TTPPruner,
+    get_budget,
+    linear_decay_lr,
+    report,
+    set_budget,
+)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def _loss(step, floor, scale=1.0):
+    return floor + scale / (1.0 + step / 10.0)
+
+
+def _finish(study, floor, budget=50, direction_sign=1.0):
+    """Complete one trial whose loss curve decays to ``floor`` (negated when maximising)."""
+    trial = study.ask()
+    set_budget(trial, budget)
+    value = None
+    for step in range(1, budget + 1):
+        value = direction_sign * _loss(step, floor)
+        report(trial, value, step, elapsed_s=0.01 * step)
+    study.tell(trial, value)
+    return value
+
+
+def _prune_at(study, trial) -> bool:
+    return study.pruner.prune(study, study._storage.get_trial(trial._trial_id))
+
+
+@pytest.mark.parametrize("direction", ["minimize", "maximize"])
+def test_clearly_worse_trial_is_pruned_and_better_one_is_not(direction):
+    sign = 1.0 if direction == "minimize" else -1.0
+    study = optuna.create_study(direction=direction, pruner=TTPPruner(n_startup_trials=2))
+    for floor in (0.20, 0.25):
+        _finish(study, floor, direction_sign=sign)
+
+    worse, better = study.ask(), study.ask()
+    for trial in (worse, better):
+        set_budget(trial, 50)
+    for step in range(1, 16):
+        report(worse, sign * _loss(step, 1.0), step, elapsed_s=0.01 * step)
+        report(better, sign * _loss(step, 0.05), step, elapsed_s=0.01 * step)
+    assert _prune_at(study, worse)
+    assert not _prune_at(study, better)
+    attrs = study._storage.get_trial(worse._trial_id).user_attrs
+    assert "P(ends better than" in attrs["ttp:prune_reason"]
+    assert attrs["ttp:prediction"]["low"] <= attrs["ttp:prediction"]["high"]
+    assert attrs["ttp:decision"]["step"] == 15
+
+
+def test_startup_and_warmup_keep_trials_running():
+    study = optuna.create_study(pruner=TTPPruner(n_startup_trials=3, n_warmup_steps=10))
+    for floor in (0.2, 0.25):
+        _finish(study, floor)
+    trial = study.ask()
+    set_budget(trial, 50)
+    for step in range(1, 6):
+        report(trial, _loss(step, 5.0), step)
+    assert not _prune_at(study, trial)
+    assert (
+        "startup" in study._storage.get_trial(trial._trial_id).user_attrs["ttp:decision"]["reason"]
+    )
+    _finish(study, 0.3)
+    assert not _prune_at(study, trial)  # still inside the warm-up
+    for step in range(6, 14):
+        report(trial, _loss(step, 5.0), step)
+    assert _prune_at(study, trial)
+
+
+def test_trials_are_judged_at_their_own_budget():
+    core = DecisionCore(n_startup_trials=1)
+    k = np.arange(1, 21, dtype=float)
+    done = TrialCurve(np.r_[k, 21.0], np.r_[_loss(k, 0.3, 0.2), 0.35], 20, finished=True)
+    slow = 0.1 + 2.0 / (1.0 + k / 200.0)  # far behind now, far ahead after 4000 steps
+    assert core.decide(TrialCurve(k, slow, budget_steps=30), [done]).prune
+    long_run = core.decide(TrialCurve(k, slow, budget_steps=4000), [done])
+    assert not long_run.prune and long_run.prob_better > 0.05
+    assert long_run.predicted_final < slow[-1]
+
+
+def test_a_trial_that_cannot_finish_in_the_time_left_is_pruned():
+    core = DecisionCore(n_startup_trials=0)
+    k = np.arange(1, 11, dtype=float)
+    trial = TrialCurve(k, _loss(k, 0.1), budget_steps=1000, elapsed_s=1.0)  # 0.1 s per step
+    decision = core.decide(trial, [], time_left_s=50.0)
+    assert decision.prune and "needs 99.0 s, 50.0 s left" in decision.reason
+    assert not core.decide(trial, [], time_left_s=200.0).prune
+
+
+def test_pruner_uses_the_study_time_budget():
+    study = optuna.create_study(pruner=TTPPruner(n_startup_trials=0, time_budget_s=1e-3))
+    trial = study.ask()
+    set_budget(trial, 10_000)
+    report(trial, 1.0, 1, elapsed_s=0.5)
+    assert _prune_at(study, trial)
+    assert "time budget" in study._storage.get_trial(trial._trial_id).user_attrs["ttp:prune_reason"]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_reports_prune_with_a_reason_and_the_study_goes_on(bad):
+    def objective(trial):
+        x = trial.suggest_float("x", 0, 1)
+        set_budget(trial, 5)
+        for step in range(1, 6):
+            report(trial, bad if trial.number == 1 and step == 3 else x + 1 / step, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return x
+
+    study = optuna.create_study(pruner=TTPPruner(n_startup_trials=0))
+    study.optimize(objective, n_trials=4)
+    bad_trial = study.trials[1]
+    assert bad_trial.state == TrialState.PRUNED
+    assert "non-finite" in bad_trial.user_attrs["ttp:prune_reason"]
+    assert len(study.trials) == 4 and study.trials[0].state == TrialState.COMPLETE
+    assert all(t.state != TrialState.FAIL and "ttp:decision" in t.user_attrs for t in study.trials)
+
+
+def test_report_rejects_steps_that_do_not_increase_and_bad_elapsed():
+    study = optuna.create_study()
+    trial = study.ask()
+    report(trial, 1.0, 5)
+    with pytest.raises(InvalidInputError, match="step 3 is not after the last reported step 5"):
+        report(trial, 0.9, 3)
+    with pytest.raises(InvalidInputError, match="elapsed_s"):
+        report(trial, 0.9, 6, elapsed_s=-1.0)
+    with pytest.raises(InvalidInputError, match="step"):
+        report(trial, 0.9, -1)
+    assert trial.user_attrs["ttp:elapsed_step"] == 5
+    assert trial.user_attrs["ttp:elapsed_s"] >= 0
+
+
+def test_plain_trial_report_works_and_elapsed_is_measured():
+    study = optuna.create_study(pruner=TTPPruner(n_startup_trials=0))
+    trial = study.ask()
+    for step in range(1, 6):
+        trial.report(_loss(step, 0.1), step)
+    assert not trial.should_prune()
+    decision = study._storage.get_trial(trial._trial_id).user_attrs["ttp:decision"]
+    assert decision["reason"] == "no completed trial to compare with"
+
+
+def test_budget_helpers():
+    study = optuna.create_study()
+    trial = study.ask()
+    with pytest.raises(InvalidInputError, match="no step budget"):
+        get_budget(trial)
+    assert get_budget(trial, default=30) == 30
+    set_budget(trial, 40)
+    assert get_budget(trial) == 40
+    with pytest.raises(InvalidInputError, match="steps"):
+        set_budget(trial, 0)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = linear_decay_lr(trial, opt)
+    assert isinstance(sched, LinearDecayLR) and sched.total_steps == 40
+    assert trial.user_attrs["ttp:schedule"] == "linear"
+
+
+def _space():
+    return {"width": IntDistribution(8, 512, log=True), "lr": FloatDistribution(1e-3, 1.0)}
+
+
+def test_sampler_never_runs_a_configuration_predicted_over_the_cap():
+    ran = []
+
+    def objective(trial):
+        width = trial.suggest_int("width", 8, 512, log=True)
+        trial.suggest_float("lr", 1e-3, 1.0)
+        steps = get_budget(trial)
+        ran.append((width, steps))
+        return width / steps
+
+    # 100 steps must fit in 1 s: widths over 100 (1e-4 s per unit per step) cannot run.
+    sampler = CostAwareSampler(
+        cost_fn=lambda p: 1e-4 * p["width"],
+        trial_budget_s=1.0,
+        max_steps=200,
+        min_steps=100,
+        search_space=_space(),
+        n_candidates=2,
+        seed=1,
+    )
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(objective, n_trials=30)
+    assert ran and all(w <= 100 and 100 <= s <= 200 for w, s in ran)
+    for t in study.trials:
+        assert t.user_attrs["ttp:predicted_step_s"] == pytest.approx(1e-4 * t.params["width"])
+        if t.state == TrialState.COMPLETE:
+            budget = t.user_attrs["ttp:budget_steps"]
+            assert budget == min(200, math.floor(1.0 / (1e-4 * t.params["width"])))
+            assert t.user_attrs["ttp:predicted_seconds"] == pytest.approx(
+                budget * 1e-4 * t.params["width"]
+            )
+        else:
+            assert "over the per-trial cap" in t.user_attrs["ttp:infeasible"]
+
+
+def _mean_cost_rank(cost_exponent: float, seed: int) -> float:
+    sampler = CostAwareSampler(
+        cost_fn=lambda p: 1e-3 * p["width"],
+        max_steps=10,
+        search_space=_space(),
+        n_startup_trials=4,
+        cost_exponent=cost_exponent,
+        seed=seed,
+    )
+    study = optuna.create_study(sampler=sampler)
+    # Width costs time and does nothing for the value: cost should steer it down.
+    study.optimize(
+        lambda t: (
+            (t.suggest_float("lr", 1e-3, 1.0) - 0.5) ** 2
+            + 0 * t.suggest_int("width", 8, 512, log=True)
+        ),
+        n_trials=20,
+    )
+    notes = [t.user_attrs["ttp:sampler"] for t in study.trials[5:]]
+    assert all("EI per second" in n for n in notes)
+    return float(np.mean([int(re.search(r"cost rank (\d+)", n).group(1)) for n in notes]))
+
+
+def test_cost_enters_the_choice_among_proposals():
+    weighted = np.mean([_mean_cost_rank(3.0, seed) for seed in range(3)])
+    unweighted = np.mean([_mean_cost_rank(0.0, seed) for seed in range(3)])
+    assert weighted < unweighted - 0.5
+
+
+def test_sampler_prices_define_by_run_trials_without_a_search_space():
+    sampler = CostAwareSampler(cost_fn=lambda p: 0.01, trial_budget_s=1.0, seed=0)
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1) + 0 * get_budget(t), n_trials=3)
+    assert [t.user_attrs["ttp:budget_steps"] for t in study.trials] == [100, 100, 100]
+
+
+def test_sampler_bad_input():
+    with pytest.raises(InvalidInputError, match="trial_budget_s, max_steps"):
+        CostAwareSampler(cost_fn=lambda p: 1.0)
+    with pytest.raises(InvalidInputError, match="callable"):
+        CostAwareSampler(cost_fn=3.0, max_steps=10)
+    sampler = CostAwareSampler(cost_fn=lambda p: -1.0, max_steps=10)
+    with pytest.raises(InvalidInputError, match="seconds per step > 0"):
+        sampler.step_cost({})
+    with pytest.raises(InvalidInputError, match="threshold"):
+        TTPPruner(threshold=1.5)
+
+
+WORKER = textwrap.dedent(
+    """
+    import sys, optuna
+    from ttp_search.optuna import TTPPruner, report, set_budget
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def objective(trial):
+        floor = trial.suggest_float("floor", 0.0, 1.0)
+        set_budget(trial, 20)
+        for step in range(1, 21):
+            report(trial, floor + 1.0 / step, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return floor + 1.0 / 20
+
+    study = optuna.create_study(
+        study_name="shared", storage=sys.argv[1], load_if_exists=True,
+        sampler=optuna.samplers.RandomSampler(seed=int(sys.argv[2])),
+        pruner=TTPPruner(n_startup_trials=2),
+    )
+    study.optimize(objective, n_trials=8)
+    """
+)
+
+
+def test_two_worker_processes_share_one_sqlite_study(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.create_study(study_name="shared", storage=storage)  # created once, joined twice
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    procs = [subprocess.Popen([sys.executable, str(script), storage, str(seed)]) for seed in (0, 1)]
+    assert [p.wait(timeout=240) for p in procs] == [0, 0]
+    trials = optuna.load_study(study_name="shared", storage=storage).trials
+    assert len(trials) == 16
+    assert {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    assert all("ttp:decision" in t.user_attrs for t in trials)
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert all(t.user_attrs["ttp:prune_reason"] for t in pruned)

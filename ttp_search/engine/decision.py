@@ -1,0 +1,226 @@
+"""The one place where continue/stop is decided; the Optuna and Ray adapters only translate.
+
+A trial is judged where it will end, not where it is: its partial curve is extrapolated to its
+own step budget (under its own learning-rate schedule), and the probability that it ends
+better than the incumbent decides. The incumbent is the best completed trial, or a running
+trial whose pessimistic end (the worse end of its interval) already beats that. Independently,
+a trial whose predicted cost to finish exceeds what is left of the study's time budget stops.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from ttp_search.curves import extrapolate, linear_decay_schedule
+from ttp_search.errors import InvalidInputError
+
+Direction = Literal["minimize", "maximize"]
+SCHEDULES = ("constant", "linear")
+
+
+@dataclass
+class TrialCurve:
+    """What the core knows of one trial: its reported curve, budget, schedule and clock."""
+
+    steps: np.ndarray
+    values: np.ndarray
+    budget_steps: float | None = None
+    schedule: str = "constant"
+    elapsed_s: float | None = None
+    predicted_step_s: float | None = None
+    finished: bool = False
+    # The latest prediction stored for a running trial (mean, low, high), to avoid refitting.
+    predicted_final: tuple[float, float, float] | None = None
+
+    def __post_init__(self) -> None:
+        self.steps = np.asarray(self.steps, dtype=np.float64).ravel()
+        self.values = np.asarray(self.values, dtype=np.float64).ravel()
+        if self.steps.shape != self.values.shape:
+            raise InvalidInputError(
+                f"steps ({self.steps.size}) and values ({self.values.size}) differ in length"
+            )
+        if self.schedule not in SCHEDULES:
+            raise InvalidInputError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+
+    @property
+    def last_step(self) -> float:
+        return float(self.steps[-1]) if self.steps.size else 0.0
+
+    def step_seconds(self) -> float | None:
+        """Seconds per step: measured from the clock when there is one, else predicted."""
+        if self.elapsed_s is not None and self.last_step > 0 and self.elapsed_s > 0:
+            return self.elapsed_s / self.last_step
+        return self.predicted_step_s
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The core's answer at one report, stored with the trial by the adapters."""
+
+    prune: bool
+    reason: str
+    predicted_final: float | None = None
+    predicted_low: float | None = None
+    predicted_high: float | None = None
+    prob_better: float | None = None
+    incumbent: float | None = None
+    remaining_cost_s: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out.update(out.pop("extra"))
+        return out
+
+
+class DecisionCore:
+    """Decide continue/stop for a trial from its curve, its budget and the other trials.
+
+    Args:
+        direction: ``"minimize"`` or ``"maximize"`` the reported value.
+        threshold: stop when P(the trial ends better than the incumbent) is below this.
+        n_startup_trials: never stop before this many trials have completed.
+        n_warmup_steps: never stop a trial before it has reported past this step.
+        min_points: reports needed before the curve is extrapolated at all.
+        value_range: what the value can be (``(0, 1)`` for accuracies), used to bound fits.
+    """
+
+    def __init__(
+        self,
+        direction: Direction = "minimize",
+        *,
+        threshold: float = 0.05,
+        n_startup_trials: int = 5,
+        n_warmup_steps: int = 0,
+        min_points: int = 3,
+        value_range: tuple[float, float] | None = None,
+    ) -> None:
+        if direction not in ("minimize", "maximize"):
+            raise InvalidInputError(
+                f"direction must be 'minimize' or 'maximize', got {direction!r}"
+            )
+        if not 0.0 <= threshold < 1.0:
+            raise InvalidInputError(f"threshold must be in [0, 1), got {threshold!r}")
+        for name, value, low in (
+            ("n_startup_trials", n_startup_trials, 0),
+            ("n_warmup_steps", n_warmup_steps, 0),
+            ("min_points", min_points, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise InvalidInputError(f"{name} must be an integer >= {low}, got {value!r}")
+        if value_range is not None and not value_range[0] < value_range[1]:
+            raise InvalidInputError(f"value_range must be (low, high), got {value_range!r}")
+        self.direction = direction
+        self.threshold = threshold
+        self.n_startup_trials = n_startup_trials
+        self.n_warmup_steps = n_warmup_steps
+        self.min_points = min_points
+        self.value_range = value_range
+        self._sign = 1.0 if direction == "minimize" else -1.0
+
+    def better(self, a: float, b: float) -> bool:
+        return self._sign * a < self._sign * b
+
+    def incumbent(self, others: Sequence[TrialCurve]) -> tuple[float | None, int]:
+        """Best final value among finished trials (or a confidently better running one)."""
+        finals = [t.values[-1] for t in others if t.finished and t.values.size]
+        finals = [v for v in finals if math.isfinite(v)]
+        best = min(finals, key=lambda v: self._sign * v) if finals else None
+        for t in others:
+            if t.finished or t.predicted_final is None:
+                continue
+            _, low, high = t.predicted_final
+            pessimistic = high if self.direction == "minimize" else low
+            if best is not None and math.isfinite(pessimistic) and self.better(pessimistic, best):
+                best = pessimistic
+        return best, len(finals)
+
+    def predict(self, trial: TrialCurve):
+        """Extrapolate the trial to its budget; ``None`` when there is too little to go on."""
+        if trial.steps.size < self.min_points:
+            return None
+        budget = trial.budget_steps if trial.budget_steps else trial.last_step
+        budget = max(float(budget), trial.last_step)
+        schedule = linear_decay_schedule(budget) if trial.schedule == "linear" else None
+        return extrapolate(
+            trial.steps,
+            trial.values,
+            budget,
+            direction=self.direction,
+            lr_schedule=schedule,
+            value_range=self.value_range,
+        )
+
+    def decide(
+        self,
+        trial: TrialCurve,
+        others: Sequence[TrialCurve],
+        *,
+        time_left_s: float | None = None,
+    ) -> Decision:
+        """Continue or stop ``trial``, with the reason, its predicted end and cost."""
+        if trial.steps.size == 0:
+            return Decision(False, "no reports yet")
+        last = float(trial.values[-1])
+        if not math.isfinite(last):
+            return Decision(
+                True, f"reported a non-finite value ({last}) at step {trial.last_step:g}"
+            )
+        if trial.steps.size > 1 and np.any(np.diff(trial.steps) <= 0):
+            raise InvalidInputError("a trial's report steps must be strictly increasing")
+
+        remaining = None
+        step_s = trial.step_seconds()
+        if trial.budget_steps is not None and step_s is not None:
+            remaining = max(trial.budget_steps - trial.last_step, 0.0) * step_s
+        if time_left_s is not None and remaining is not None and remaining > time_left_s:
+            return Decision(
+                True,
+                f"cannot finish in the study's time budget: needs {remaining:.1f} s, "
+                f"{max(time_left_s, 0.0):.1f} s left",
+                remaining_cost_s=remaining,
+            )
+
+        if trial.budget_steps is not None and trial.last_step >= trial.budget_steps:
+            return Decision(False, "at its budget: nothing left to save", remaining_cost_s=0.0)
+        best, n_done = self.incumbent(others)
+        if n_done < self.n_startup_trials:
+            return Decision(
+                False,
+                f"startup: {n_done} of {self.n_startup_trials} trials completed",
+                remaining_cost_s=remaining,
+            )
+        if trial.last_step <= self.n_warmup_steps:
+            return Decision(
+                False, f"warm-up until step {self.n_warmup_steps}", remaining_cost_s=remaining
+            )
+        est = self.predict(trial)
+        if est is None:
+            return Decision(
+                False, f"fewer than {self.min_points} reports", remaining_cost_s=remaining
+            )
+        fields = dict(
+            predicted_final=est.mean,
+            predicted_low=est.low,
+            predicted_high=est.high,
+            incumbent=best,
+            remaining_cost_s=remaining,
+        )
+        if best is None:
+            return Decision(False, "no completed trial to compare with", **fields)
+        p = est.prob_better_than(best)
+        if p < self.threshold:
+            return Decision(
+                True,
+                f"P(ends better than {best:.4g}) = {p:.3f} < {self.threshold:g}; "
+                f"predicted {est.mean:.4g} [{est.low:.4g}, {est.high:.4g}] at step "
+                f"{est.budget:g}",
+                prob_better=p,
+                **fields,
+            )
+        return Decision(False, f"P(ends better than {best:.4g}) = {p:.3f}", prob_better=p, **fields)

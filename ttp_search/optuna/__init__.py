@@ -1,0 +1,19 @@
+"""Optuna components: a cost-aware pruner and sampler, per-trial budgets, timed reports.
+
+.. code-block:: python
+
+    from ttp_search.optuna import TTPPruner, CostAwareSampler, set_budget, report
+"""
+
+from ttp_search.optuna._helpers import get_budget, linear_decay_lr, report, set_budget
+from ttp_search.optuna.pruner import TTPPruner
+from ttp_search.optuna.sampler import CostAwareSampler
+
+__all__ = [
+    "CostAwareSampler",
+    "TTPPruner",
+    "get_budget",
+    "linear_decay_lr",
+    "report",
+    "set_budget",
+]

@@ -1,0 +1,94 @@
+"""What ttp_search keeps on Optuna trials, and how it reads a study's state back.
+
+Everything lives in trial user attributes (visible in optuna-dashboard), so several processes
+sharing one SQLite or PostgreSQL storage see the same budgets, clocks and predictions.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from ttp_search.engine import TrialCurve
+
+PREFIX = "ttp:"
+BUDGET = PREFIX + "budget_steps"
+SCHEDULE = PREFIX + "schedule"
+ELAPSED = PREFIX + "elapsed_s"
+ELAPSED_STEP = PREFIX + "elapsed_step"
+PREDICTED_STEP = PREFIX + "predicted_step_s"
+PREDICTED_STEP_LOW = PREFIX + "predicted_step_low_s"
+PREDICTED_STEP_HIGH = PREFIX + "predicted_step_high_s"
+PREDICTED_SECONDS = PREFIX + "predicted_seconds"
+PREDICTED_LOW = PREFIX + "predicted_low"
+PREDICTED_HIGH = PREFIX + "predicted_high"
+SAMPLER_NOTE = PREFIX + "sampler"
+INFEASIBLE = PREFIX + "infeasible"
+PREDICTION = PREFIX + "prediction"
+DECISION = PREFIX + "decision"
+PRUNE_REASON = PREFIX + "prune_reason"
+
+
+def set_attr(study: optuna.Study, trial: FrozenTrial, key: str, value) -> None:
+    """Write a user attribute on a trial seen as a FrozenTrial (pruner and sampler hooks)."""
+    study._storage.set_trial_user_attr(trial._trial_id, key, value)
+    # Keep the caller's cached copy in step: inside a running Trial this object is the
+    # cache its ``user_attrs`` reads from.
+    trial.user_attrs[key] = value
+
+
+def now() -> datetime.datetime:
+    return datetime.datetime.now()
+
+
+def elapsed_since(start: datetime.datetime | None) -> float | None:
+    if start is None:
+        return None
+    return max((now() - start).total_seconds(), 0.0)
+
+
+def study_time_left(study: optuna.Study, time_budget_s: float | None) -> float | None:
+    """Seconds left of a study budget counted from its first trial's start (shared by workers)."""
+    if time_budget_s is None:
+        return None
+    starts = [t.datetime_start for t in study.get_trials(deepcopy=False) if t.datetime_start]
+    if not starts:
+        return float(time_budget_s)
+    return float(time_budget_s) - (now() - min(starts)).total_seconds()
+
+
+def trial_curve(trial: FrozenTrial, *, measure_now: bool = False) -> TrialCurve:
+    """The decision core's view of an Optuna trial."""
+    items = sorted(trial.intermediate_values.items())
+    steps = np.array([s for s, _ in items], dtype=np.float64)
+    values = np.array([v for _, v in items], dtype=np.float64)
+    attrs = trial.user_attrs
+    elapsed = None
+    if steps.size:
+        if attrs.get(ELAPSED_STEP) == int(steps[-1]) and ELAPSED in attrs:
+            elapsed = float(attrs[ELAPSED])
+        elif measure_now:
+            # Plain ``trial.report`` stores no clock: the trial's age is the best we have.
+            elapsed = elapsed_since(trial.datetime_start)
+    pred = attrs.get(PREDICTION)
+    finished = trial.state == TrialState.COMPLETE
+    if finished and trial.value is not None and math.isfinite(trial.value):
+        # The objective's return value is the trial's result, even if it differs from
+        # the last report (say, a test score after the last validation report).
+        steps = np.append(steps, steps[-1] + 1 if steps.size else 0.0)
+        values = np.append(values, trial.value)
+    budget = attrs.get(BUDGET)
+    return TrialCurve(
+        steps=steps,
+        values=values,
+        budget_steps=float(budget) if budget else None,
+        schedule=attrs.get(SCHEDULE, "constant"),
+        elapsed_s=elapsed,
+        predicted_step_s=attrs.get(PREDICTED_STEP),
+        finished=finished,
+        predicted_final=(pred["mean"], pred["low"], pred["high"]) if pred else None,
+    )

@@ -1,0 +1,146 @@
+"""TTPPruner: stop trials that will not end better than the best, judged at their own budget."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.pruners import BasePruner
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from ttp_search.engine import Decision, DecisionCore
+from ttp_search.errors import InvalidInputError
+from ttp_search.optuna import _storage as keys
+
+
+class TTPPruner(BasePruner):
+    """Prune by the probability of ending better than the incumbent, and by time left.
+
+    At each report the trial's curve is extrapolated to its own step budget (set with
+    :func:`set_budget` or assigned by :class:`CostAwareSampler`) under its own schedule, so a
+    short linear-decay trial and a long constant-rate trial are compared where each ends,
+    not step against step. The trial is pruned when
+
+    * P(final value beats the incumbent) < ``threshold``; the incumbent is the best completed
+      trial, or a running one whose pessimistic predicted end is better still;
+    * its predicted cost to finish exceeds what is left of ``time_budget_s`` (counted from
+      the study's first trial, so every worker on a shared storage agrees);
+    * it reported NaN or inf.
+
+    The decision, its reason and the predicted final value are stored as user attributes
+    (``ttp:decision``, ``ttp:prediction``, ``ttp:prune_reason``), visible in optuna-dashboard.
+
+    Args:
+        threshold: probability below which a trial is pruned.
+        n_startup_trials: no pruning until this many trials have completed.
+        n_warmup_steps: no pruning of a trial until it has reported past this step.
+        interval_steps: judge only every this many reports (extrapolation costs a few ms).
+        min_points: reports needed before a curve is extrapolated.
+        time_budget_s: the study's total time budget in seconds, or ``None``.
+        value_range: what the value can be, e.g. ``(0, 1)`` for accuracy; bounds the fits.
+        default_budget_steps: the budget of trials that have none; by default the largest
+            last step among completed trials (with none, a trial is judged at its current step).
+
+    Example:
+        .. code-block:: python
+
+            import optuna
+            from ttp_search.optuna import TTPPruner, report, set_budget
+
+            def objective(trial):
+                lr = trial.suggest_float("lr", 1e-3, 1.0, log=True)
+                set_budget(trial, 50)
+                for step in range(1, 51):
+                    loss = 1.0 / (lr * step) + 0.1
+                    report(trial, loss, step)
+                    if trial.should_prune():
+                        raise optuna.TrialPruned()
+                return loss
+
+            study = optuna.create_study(pruner=TTPPruner(n_startup_trials=2))
+            study.optimize(objective, n_trials=10)
+    """
+
+    def __init__(
+        self,
+        threshold: float = 0.05,
+        *,
+        n_startup_trials: int = 5,
+        n_warmup_steps: int = 0,
+        interval_steps: int = 1,
+        min_points: int = 3,
+        time_budget_s: float | None = None,
+        value_range: tuple[float, float] | None = None,
+        default_budget_steps: int | None = None,
+    ) -> None:
+        if isinstance(interval_steps, bool) or not isinstance(interval_steps, int):
+            raise InvalidInputError(
+                f"interval_steps must be an integer >= 1, got {interval_steps!r}"
+            )
+        if interval_steps < 1:
+            raise InvalidInputError(
+                f"interval_steps must be an integer >= 1, got {interval_steps!r}"
+            )
+        if time_budget_s is not None and not time_budget_s > 0:
+            raise InvalidInputError(f"time_budget_s must be > 0 or None, got {time_budget_s!r}")
+        # Validated by the core; kept here so each study direction gets its own core.
+        self._options = dict(
+            threshold=threshold,
+            n_startup_trials=n_startup_trials,
+            n_warmup_steps=n_warmup_steps,
+            min_points=min_points,
+            value_range=value_range,
+        )
+        DecisionCore(**self._options)
+        self.interval_steps = interval_steps
+        self.time_budget_s = time_budget_s
+        self.default_budget_steps = default_budget_steps
+
+    def core(self, study: optuna.Study) -> DecisionCore:
+        direction = "maximize" if study.direction == StudyDirection.MAXIMIZE else "minimize"
+        return DecisionCore(direction, **self._options)
+
+    def decide(self, study: optuna.Study, trial: FrozenTrial) -> Decision:
+        """The decision for ``trial`` at its latest report, without storing anything."""
+        others = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        curves = [keys.trial_curve(t) for t in others if t.number != trial.number]
+        me = keys.trial_curve(trial, measure_now=True)
+        if me.budget_steps is None:
+            me.budget_steps = self._default_budget(curves)
+        return self.core(study).decide(
+            me, curves, time_left_s=keys.study_time_left(study, self.time_budget_s)
+        )
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None:
+            return False
+        n_reports = len(trial.intermediate_values)
+        value = trial.intermediate_values[step]
+        if value == value and (n_reports - 1) % self.interval_steps:  # NaN is always judged
+            return False
+        decision = self.decide(study, trial)
+        record = {k: v for k, v in decision.to_dict().items() if v is not None}
+        record["step"] = step
+        keys.set_attr(study, trial, keys.DECISION, record)
+        if decision.predicted_final is not None:
+            keys.set_attr(
+                study,
+                trial,
+                keys.PREDICTION,
+                {
+                    "mean": decision.predicted_final,
+                    "low": decision.predicted_low,
+                    "high": decision.predicted_high,
+                    "step": step,
+                },
+            )
+        if decision.prune:
+            keys.set_attr(study, trial, keys.PRUNE_REASON, decision.reason)
+        return decision.prune
+
+    def _default_budget(self, curves) -> float | None:
+        if self.default_budget_steps is not None:
+            return float(self.default_budget_steps)
+        # Without a budget of its own a trial is assumed to run as long as completed ones.
+        done = [c.steps[-2] for c in curves if c.finished and c.steps.size > 1]
+        return max(done) if done else None

@@ -1,0 +1,308 @@
+"""CostAwareSampler: price each configuration before it runs, enforce caps, assign budgets."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.samplers import BaseSampler, TPESampler
+from optuna.search_space import IntersectionSearchSpace
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+from scipy.stats import norm
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.gaussian_process import GaussianProcessRegressor
+from sklearn.gaussian_process.kernels import Matern, WhiteKernel
+from torch import nn
+
+from ttp_search.errors import InvalidInputError
+from ttp_search.optuna import _storage as keys
+
+CostFn = Callable[[dict[str, Any]], "float | nn.Module"]
+
+
+class CostAwareSampler(BaseSampler):
+    """Wrap an Optuna sampler so each trial is priced, capped and given its step budget.
+
+    ``cost_fn(params)`` returns the predicted seconds per training step, or an
+    ``nn.Module`` that the layer-time model prices (``input_shape`` without the batch,
+    ``batch_size`` as an int or the name of a parameter, ``optimizer``). The step budget is
+    ``trial_budget_s / step_seconds`` steps, at most ``max_steps``; when the study's remaining
+    time (``study_budget_s``, counted from its first trial) is shorter, the budget shrinks to
+    fit. A configuration that cannot run ``min_steps`` within those limits is not run as
+    sampled: the base sampler's next proposal is tried instead.
+
+    Choice among proposals: the base sampler proposes ``n_candidates`` configurations. Before
+    ``n_startup_trials`` trials have completed the first feasible proposal is run (the base
+    sampler's own choice). After that, a Gaussian process on the completed trials scores each
+    proposal's expected improvement, and the one with the most expected improvement per
+    predicted second (Snoek et al. 2012; ``cost_exponent`` sets how much cost weighs) is run.
+
+    Pass ``search_space`` (name -> distribution) so even the first trials are priced before
+    they run; otherwise the space is learnt from completed trials, and until then a trial is
+    priced when the objective first calls :func:`get_budget` (and pruned there if over a cap).
+
+    Stored on each trial: ``ttp:predicted_step_s`` (and ``_low_s``/``_high_s``),
+    ``ttp:budget_steps``, ``ttp:predicted_seconds``/``_low``/``_high`` for the whole budget,
+    and ``ttp:sampler`` (how the configuration was chosen).
+
+    Example:
+        .. code-block:: python
+
+            import optuna
+            from ttp_search.optuna import CostAwareSampler, get_budget
+
+            sampler = CostAwareSampler(
+                cost_fn=lambda p: 1e-4 * p["width"],  # seconds per step
+                trial_budget_s=2.0,
+                max_steps=1000,
+                search_space={"width": optuna.distributions.IntDistribution(8, 512)},
+            )
+            study = optuna.create_study(sampler=sampler)
+            study.optimize(lambda t: t.suggest_int("width", 8, 512) / get_budget(t), 5)
+    """
+
+    def __init__(
+        self,
+        base_sampler: BaseSampler | None = None,
+        *,
+        cost_fn: CostFn,
+        trial_budget_s: float | None = None,
+        study_budget_s: float | None = None,
+        max_steps: int | None = None,
+        min_steps: int = 1,
+        search_space: dict[str, BaseDistribution] | None = None,
+        n_candidates: int = 8,
+        n_startup_trials: int = 5,
+        cost_exponent: float = 1.0,
+        input_shape: Sequence[int] | None = None,
+        batch_size: int | str | None = None,
+        optimizer: str = "sgd",
+        cost_model=None,
+        seed: int | None = None,
+    ) -> None:
+        if not callable(cost_fn):
+            raise InvalidInputError(f"cost_fn must be callable, got {cost_fn!r}")
+        for name, value in (("trial_budget_s", trial_budget_s), ("study_budget_s", study_budget_s)):
+            if value is not None and not (isinstance(value, numbers.Real) and value > 0):
+                raise InvalidInputError(f"{name} must be a number > 0 or None, got {value!r}")
+        if trial_budget_s is None and max_steps is None:
+            raise InvalidInputError("give trial_budget_s, max_steps or both to size budgets")
+        for name, value in (("max_steps", max_steps), ("min_steps", min_steps)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise InvalidInputError(f"{name} must be an integer >= 1, got {value!r}")
+        if max_steps is not None and min_steps > max_steps:
+            raise InvalidInputError(f"min_steps ({min_steps}) exceeds max_steps ({max_steps})")
+        if isinstance(n_candidates, bool) or not isinstance(n_candidates, int) or n_candidates < 1:
+            raise InvalidInputError(f"n_candidates must be an integer >= 1, got {n_candidates!r}")
+        if not cost_exponent >= 0:
+            raise InvalidInputError(f"cost_exponent must be >= 0, got {cost_exponent!r}")
+        self.base_sampler = base_sampler if base_sampler is not None else TPESampler(seed=seed)
+        self.cost_fn = cost_fn
+        self.trial_budget_s = trial_budget_s
+        self.study_budget_s = study_budget_s
+        self.max_steps = max_steps
+        self.min_steps = min_steps
+        self.search_space = dict(search_space) if search_space else None
+        self.n_candidates = n_candidates
+        self.n_startup_trials = n_startup_trials
+        self.cost_exponent = cost_exponent
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self.batch_size = batch_size
+        self.optimizer = optimizer
+        self._cost_model = cost_model
+        self._rng = np.random.default_rng(seed)
+        self._space_calc = IntersectionSearchSpace(include_pruned=True)
+
+    # -- pricing ---------------------------------------------------------------------------
+
+    def step_cost(self, params: dict[str, Any]) -> tuple[float, float, float]:
+        """Predicted (seconds, low, high) of one training step of the configuration."""
+        out = self.cost_fn(dict(params))
+        if isinstance(out, nn.Module):
+            if self.input_shape is None or self.batch_size is None:
+                raise InvalidInputError(
+                    "cost_fn returned a model: give input_shape and batch_size to price it"
+                )
+            batch = params[self.batch_size] if isinstance(self.batch_size, str) else self.batch_size
+            pred = self.cost_model.predict(out, self.input_shape, int(batch), self.optimizer)
+            return pred.step_time_s, pred.low_s, pred.high_s
+        if hasattr(out, "step_time_s"):
+            return out.step_time_s, out.low_s, out.high_s
+        if isinstance(out, bool) or not isinstance(out, numbers.Real) or not out > 0:
+            raise InvalidInputError(
+                f"cost_fn must return seconds per step > 0 or an nn.Module, got {out!r}"
+            )
+        return float(out), float(out), float(out)
+
+    @property
+    def cost_model(self):
+        if self._cost_model is None:
+            from ttp_search.cost import LayerTimeModel
+
+            self._cost_model = LayerTimeModel.load()
+        return self._cost_model
+
+    def plan(self, study: optuna.Study, params: dict[str, Any]) -> dict[str, Any]:
+        """Price ``params`` and size its budget; ``feasible`` says whether it may run."""
+        step_s, low_s, high_s = self.step_cost(params)
+        limits = []
+        if self.trial_budget_s is not None:
+            limits.append(self.trial_budget_s)
+        left = keys.study_time_left(study, self.study_budget_s)
+        if left is not None:
+            limits.append(max(left, 0.0))
+        steps = math.floor(min(limits) / step_s) if limits else self.max_steps
+        if self.max_steps is not None:
+            steps = min(steps, self.max_steps)
+        plan = {
+            "step_s": step_s,
+            "step_low_s": low_s,
+            "step_high_s": high_s,
+            "steps": int(steps),
+            "feasible": steps >= self.min_steps,
+        }
+        if not plan["feasible"]:
+            what = (
+                "the per-trial cap"
+                if left is None or (self.trial_budget_s is not None and self.trial_budget_s <= left)
+                else "the study's remaining time"
+            )
+            plan["reason"] = (
+                f"predicted {step_s:.3g} s/step: {self.min_steps} steps need "
+                f"{self.min_steps * step_s:.1f} s, over {what} ({min(limits):.1f} s)"
+            )
+        return plan
+
+    def _store(self, study, trial: FrozenTrial, plan: dict, note: str) -> None:
+        keys.set_attr(study, trial, keys.PREDICTED_STEP, plan["step_s"])
+        keys.set_attr(study, trial, keys.PREDICTED_STEP_LOW, plan["step_low_s"])
+        keys.set_attr(study, trial, keys.PREDICTED_STEP_HIGH, plan["step_high_s"])
+        keys.set_attr(study, trial, keys.SAMPLER_NOTE, note)
+        if not plan["feasible"]:
+            keys.set_attr(study, trial, keys.INFEASIBLE, plan["reason"])
+            return
+        steps = plan["steps"]
+        keys.set_attr(study, trial, keys.BUDGET, steps)
+        keys.set_attr(study, trial, keys.PREDICTED_SECONDS, steps * plan["step_s"])
+        keys.set_attr(study, trial, keys.PREDICTED_LOW, steps * plan["step_low_s"])
+        keys.set_attr(study, trial, keys.PREDICTED_HIGH, steps * plan["step_high_s"])
+
+    def assign_budget(self, study, trial: FrozenTrial, params: dict[str, Any]) -> None:
+        """Price a configuration the objective has already suggested (define-by-run)."""
+        self._store(study, trial, self.plan(study, params), "priced after sampling")
+
+    # -- BaseSampler -----------------------------------------------------------------------
+
+    def infer_relative_search_space(self, study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        if self.search_space is not None:
+            return dict(self.search_space)
+        space = self._space_calc.calculate(study)
+        return {k: d for k, d in space.items() if not d.single()}
+
+    def sample_relative(self, study, trial: FrozenTrial, search_space) -> dict[str, Any]:
+        if not search_space:
+            return {}
+        chosen, plan, note = None, None, ""
+        proposals = []
+        for _ in range(4):  # rounds of proposals before giving up on a feasible one
+            batch = [self._propose(study, trial, search_space) for _ in range(self.n_candidates)]
+            plans = [self.plan(study, p) for p in batch]
+            proposals += [(p, q) for p, q in zip(batch, plans, strict=True) if q["feasible"]]
+            if proposals:
+                break
+        if not proposals:
+            chosen, plan = batch[0], plans[0]
+            note = f"no feasible proposal in {4 * self.n_candidates}: {plan['reason']}"
+        else:
+            chosen, plan, note = self._choose(study, search_space, proposals)
+        self._store(study, trial, plan, note)
+        return chosen
+
+    def sample_independent(self, study, trial, param_name, param_distribution) -> Any:
+        return self.base_sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial: FrozenTrial) -> None:
+        self.base_sampler.before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self.base_sampler.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.base_sampler.reseed_rng()
+        self._rng = np.random.default_rng()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _propose(self, study, trial, search_space) -> dict[str, Any]:
+        """One full configuration from the base sampler (its joint part, then the rest)."""
+        base_space = self.base_sampler.infer_relative_search_space(study, trial)
+        base_space = {k: d for k, d in base_space.items() if k in search_space}
+        params = self.base_sampler.sample_relative(study, trial, base_space) if base_space else {}
+        for name, dist in search_space.items():
+            if name not in params:
+                params[name] = self.base_sampler.sample_independent(study, trial, name, dist)
+        return params
+
+    def _choose(self, study, space, proposals):
+        done = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.value is not None and math.isfinite(t.value) and all(k in t.params for k in space)
+        ]
+        if len(done) < max(self.n_startup_trials, 2):
+            p, q = proposals[0]
+            return p, q, "base sampler's proposal (startup)"
+        sign = -1.0 if study.direction == StudyDirection.MAXIMIZE else 1.0
+        X = np.array([_encode(t.params, space) for t in done])
+        y = sign * np.array([t.value for t in done])  # lower is better from here on
+        gp = GaussianProcessRegressor(
+            Matern(length_scale=np.full(X.shape[1], 0.3), length_scale_bounds=(1e-2, 1e2), nu=2.5)
+            + WhiteKernel(1e-2, (1e-6, 1.0)),
+            normalize_y=True,
+            random_state=int(self._rng.integers(2**31)),
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            gp.fit(X, y)
+        C = np.array([_encode(p, space) for p, _ in proposals])
+        mu, sd = gp.predict(C, return_std=True)
+        sd = np.maximum(sd, 1e-12)
+        z = (y.min() - mu) / sd
+        ei = sd * (z * norm.cdf(z) + norm.pdf(z))
+        seconds = np.array([q["steps"] * q["step_s"] for _, q in proposals])
+        score = ei / np.maximum(seconds, 1e-9) ** self.cost_exponent
+        i = int(np.argmax(score))
+        p, q = proposals[i]
+        cost_rank = int((seconds < seconds[i]).sum()) + 1
+        return (
+            p,
+            q,
+            (
+                f"best of {len(proposals)} by EI per second^{self.cost_exponent:g}: "
+                f"EI {ei[i]:.3g}, {seconds[i]:.1f} s (cost rank {cost_rank} of {len(proposals)})"
+            ),
+        )
+
+
+def _encode(params: dict[str, Any], space: dict[str, BaseDistribution]) -> list[float]:
+    """Each parameter scaled to [0, 1] (log scale where the distribution says so)."""
+    row = []
+    for name, dist in space.items():
+        if isinstance(dist, CategoricalDistribution):
+            n = len(dist.choices)
+            row.append(dist.to_internal_repr(params[name]) / max(n - 1, 1))
+            continue
+        lo, hi, value = float(dist.low), float(dist.high), float(params[name])
+        if getattr(dist, "log", False):
+            lo, hi, value = math.log(lo), math.log(hi), math.log(value)
+        row.append((value - lo) / (hi - lo) if hi > lo else 0.0)
+    return row
