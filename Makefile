@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench-cost bench-curves curves-data calibrate clean-venv
+.PHONY: demo demo-cost test lint bench-cost bench-curves bench-pruners curves-data calibrate clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 venv: $(STAMP)
 
 demo: $(STAMP)
+	$(BIN)/python studies/cost_aware_nas.py
+
+demo-cost: $(STAMP)
 	$(BIN)/python scripts/demo_cost.py
 
 test: $(STAMP)
@@ -38,6 +41,9 @@ curves-data: $(STAMP)
 
 bench-curves: $(STAMP)
 	$(BIN)/python scripts/bench_curves.py
+
+bench-pruners: $(STAMP)
+	$(BIN)/python scripts/bench_pruners.py
 
 clean-venv:
 	rm -rf $(VENV)

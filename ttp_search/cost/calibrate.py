@@ -317,7 +317,7 @@ def _sample_ops(data, rng, deadline, device, bar) -> None:
         except (RuntimeError, ValueError):
             continue  # an invalid random configuration (e.g. batch norm of one value)
         synchronize(device)
-        bar.update(time.perf_counter() - t0)
+        _advance(bar, time.perf_counter() - t0)
 
 
 def _sample_optimizer(data, rng, deadline, device, bar) -> None:
@@ -341,7 +341,7 @@ def _sample_optimizer(data, rng, deadline, device, bar) -> None:
         data.opt_n_tensors.append(len(params))
         data.opt_numel.append(float(sizes.sum()))
         data.opt_time.append(timing.median_s)
-        bar.update(time.perf_counter() - t0)
+        _advance(bar, time.perf_counter() - t0)
 
 
 def _sample_networks(data, rng, deadline, device, bar) -> None:
@@ -366,7 +366,13 @@ def _sample_networks(data, rng, deadline, device, bar) -> None:
         data.nets.append(NetArrays.from_trace(trace))
         data.net_optimizer.append(kind)
         data.net_time.append(measured.step_time_s)
-        bar.update(time.perf_counter() - t0)
+        _advance(bar, time.perf_counter() - t0)
+
+
+def _advance(bar, seconds: float) -> None:
+    # A stage may overrun its share; tqdm drops the total (and the bar format breaks) once n
+    # passes it, so the bar stops at full.
+    bar.update(max(0.0, min(seconds, bar.total - bar.n)))
 
 
 def collect_calibration(

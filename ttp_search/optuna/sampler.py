@@ -121,11 +121,19 @@ class CostAwareSampler(BaseSampler):
         self._cost_model = cost_model
         self._rng = np.random.default_rng(seed)
         self._space_calc = IntersectionSearchSpace(include_pruned=True)
+        # Tracing a model costs ~0.1 s; TPE proposes the same configurations again and again.
+        self._cost_cache: dict[tuple, tuple[float, float, float]] = {}
 
     # -- pricing ---------------------------------------------------------------------------
 
     def step_cost(self, params: dict[str, Any]) -> tuple[float, float, float]:
         """Predicted (seconds, low, high) of one training step of the configuration."""
+        key = tuple(sorted((k, repr(v)) for k, v in params.items()))
+        if key not in self._cost_cache:
+            self._cost_cache[key] = self._price(params)
+        return self._cost_cache[key]
+
+    def _price(self, params: dict[str, Any]) -> tuple[float, float, float]:
         out = self.cost_fn(dict(params))
         if isinstance(out, nn.Module):
             if self.input_shape is None or self.batch_size is None:
