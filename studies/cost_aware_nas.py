@@ -95,13 +95,22 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return acc
 
 
-def make_objective(data, progress, task, study_start, budget_s):
+def make_objective(data, progress, task, study_start, budget_s, max_steps, cost_model):
     x_train, y_train, x_val, y_val = data
     input_shape, n_classes = tuple(x_train.shape[1:]), int(y_train.max()) + 1
 
+    def model_for(params):
+        return build_model(params, input_shape, n_classes)
+
     def objective(trial: optuna.Trial) -> float:
         params = suggest(trial)
-        steps = get_budget(trial)  # priced before running; over a cap -> TrialPruned
+        # Priced before running; a configuration over a cap raises TrialPruned here.
+        steps = get_budget(trial, default=max_steps)
+        if "ttp:predicted_step_s" not in trial.user_attrs:
+            pred = cost_model.predict(
+                model_for(params), input_shape, params["batch_size"], "momentum"
+            )
+            trial.set_user_attr("ttp:predicted_step_s", pred.step_time_s)
         torch.manual_seed(trial.number)
         model = build_model(params, input_shape, n_classes)
         opt = torch.optim.SGD(model.parameters(), lr=params["lr"], momentum=0.9)
@@ -130,8 +139,16 @@ def make_objective(data, progress, task, study_start, budget_s):
                 trial.set_user_attr("steps_run", step)
                 report(trial, acc, step, elapsed_s=time.perf_counter() - start)
                 progress.update(task, completed=min(time.time() - study_start, budget_s))
-                if trial.should_prune():
-                    raise optuna.TrialPruned(trial.user_attrs.get("ttp:prune_reason", ""))
+                why = None
+                if time.time() - study_start > budget_s:
+                    why = "the study's time budget ran out"
+                elif trial.should_prune():
+                    why = trial.user_attrs.get("ttp:prune_reason") or (
+                        f"{type(trial.study.pruner).__name__} at step {step}"
+                    )
+                if why:
+                    trial.set_user_attr("ttp:prune_reason", why)
+                    raise optuna.TrialPruned(why)
         return acc
 
     return objective
@@ -247,6 +264,12 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds to calibrate the cost model when this machine has no cached calibration",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    parser.add_argument(
+        "--method",
+        choices=("ttp", "tpe+median", "tpe+hyperband"),
+        default="ttp",
+        help="ttp components, or a plain Optuna baseline (for the benchmark)",
+    )
     args = parser.parse_args(argv)
     args.study_name = args.study_name or time.strftime("cost_aware_nas-%Y%m%d-%H%M%S")
     out = args.out or Path(__file__).parent / "out" / args.study_name
@@ -261,24 +284,34 @@ def main(argv: list[str] | None = None) -> int:
     cost_model = LayerTimeModel.load_or_calibrate(args.calibration_budget)
     data = load_data(args.data)
     input_shape, n_classes = tuple(data[0].shape[1:]), int(data[1].max()) + 1
-    sampler = CostAwareSampler(
-        optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=6),
-        cost_fn=lambda p: build_model(p, input_shape, n_classes),
-        input_shape=input_shape,
-        batch_size="batch_size",
-        optimizer="momentum",
-        cost_model=cost_model,
-        trial_budget_s=args.trial_budget or args.budget / 8,
-        study_budget_s=args.budget,
-        max_steps=args.max_steps,
-        min_steps=50,
-        search_space=SEARCH_SPACE,
-        n_startup_trials=6,
-        seed=args.seed,
-    )
-    pruner = TTPPruner(
-        n_startup_trials=4, n_warmup_steps=0, time_budget_s=args.budget, value_range=(0.0, 1.0)
-    )
+    if args.method == "ttp":
+        sampler = CostAwareSampler(
+            optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=6),
+            cost_fn=lambda p: build_model(p, input_shape, n_classes),
+            input_shape=input_shape,
+            batch_size="batch_size",
+            optimizer="momentum",
+            cost_model=cost_model,
+            trial_budget_s=args.trial_budget or args.budget / 8,
+            study_budget_s=args.budget,
+            max_steps=args.max_steps,
+            min_steps=50,
+            search_space=SEARCH_SPACE,
+            n_startup_trials=6,
+            seed=args.seed,
+        )
+        pruner = TTPPruner(
+            n_startup_trials=4, time_budget_s=args.budget, value_range=(0.0, 1.0), margin=0.005
+        )
+    else:
+        # Baselines for the benchmark: what a user writes without ttp_search; every trial
+        # trains max_steps (same recipe, linear decay) and is priced only for the table.
+        sampler = optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=6)
+        pruner = (
+            optuna.pruners.MedianPruner(n_startup_trials=4)
+            if args.method == "tpe+median"
+            else optuna.pruners.HyperbandPruner()
+        )
     study = optuna.create_study(
         study_name=args.study_name,
         storage=storage,
@@ -309,7 +342,9 @@ def main(argv: list[str] | None = None) -> int:
 
         if left > 0:
             study.optimize(
-                make_objective(data, progress, task, study_start, args.budget),
+                make_objective(
+                    data, progress, task, study_start, args.budget, args.max_steps, cost_model
+                ),
                 timeout=left,
                 callbacks=[on_trial_end],
                 catch=(RuntimeError,),

@@ -45,6 +45,9 @@ _MIN_POINTS_FOR_ETA = 6
 # our curve data set 1.0 covered 53-80% of final NAS accuracies and 1.4 covers 62-84% at
 # 10/25/50% of the budget, while the HPO half stays at 75-92% (BENCHMARKS.md, bench-curves).
 _EXTRAPOLATION_SPREAD = 1.4
+# A fraction of the fitted movement so far, per unit of log horizon (see ``extrapolate``):
+# small, but it keeps curves that look saturated from getting needle-thin intervals.
+_HORIZON_SPREAD = 0.05
 
 
 def _spread(n: int) -> float:
@@ -297,8 +300,16 @@ def extrapolate(
     x_last = np.stack(
         [np.ones(m), G[:, -1]] + ([np.full(m, eta_obs[-1])] if use_eta else []), axis=1
     )
-    change = np.abs(centers - (x_last * coef).sum(axis=1))
-    scales = np.hypot(scales, _spread(n) * change)
+    fit_last = (x_last * coef).sum(axis=1)
+    change = np.abs(centers - fit_last)
+    # A curve that looks flat can still move: a fraction of how far it has moved so far,
+    # growing with the log of how far it is carried (saturating accuracy curves taught this).
+    x_first = np.stack(
+        [np.ones(m), G[:, 0]] + ([np.full(m, eta_obs[0])] if use_eta else []), axis=1
+    )
+    moved = np.abs(fit_last - (x_first * coef).sum(axis=1))
+    horizon = _HORIZON_SPREAD * moved * math.log(max(t_end, t_ref) / t_ref)
+    scales = np.sqrt(scales**2 + (_spread(n) * change) ** 2 + horizon**2)
     fams: dict[str, float] = {}
     for name, weight in zip(names, w, strict=True):
         fams[name] = fams.get(name, 0.0) + float(weight)

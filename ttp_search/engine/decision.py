@@ -88,6 +88,11 @@ class DecisionCore:
         n_warmup_steps: never stop a trial before it has reported past this step.
         min_points: reports needed before the curve is extrapolated at all.
         value_range: what the value can be (``(0, 1)`` for accuracies), used to bound fits.
+        margin: a trial is kept while it may end within ``margin`` of the incumbent, so
+            configurations as good as the best up to noise are not stopped.
+        peer_percentile: a safeguard against overconfident extrapolation: a trial ahead of
+            this percentile of its peers, each read at the same fraction of its own budget,
+            is kept whatever its extrapolation says (``None``: the extrapolation alone).
     """
 
     def __init__(
@@ -99,6 +104,8 @@ class DecisionCore:
         n_warmup_steps: int = 0,
         min_points: int = 3,
         value_range: tuple[float, float] | None = None,
+        margin: float = 0.0,
+        peer_percentile: float | None = 50.0,
     ) -> None:
         if direction not in ("minimize", "maximize"):
             raise InvalidInputError(
@@ -115,6 +122,14 @@ class DecisionCore:
                 raise InvalidInputError(f"{name} must be an integer >= {low}, got {value!r}")
         if value_range is not None and not value_range[0] < value_range[1]:
             raise InvalidInputError(f"value_range must be (low, high), got {value_range!r}")
+        if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin >= 0):
+            raise InvalidInputError(f"margin must be a finite number >= 0, got {margin!r}")
+        self.margin = float(margin)
+        if peer_percentile is not None and not 0 <= peer_percentile <= 100:
+            raise InvalidInputError(
+                f"peer_percentile must be in [0, 100] or None, got {peer_percentile!r}"
+            )
+        self.peer_percentile = 101.0 if peer_percentile is None else float(peer_percentile)
         self.direction = direction
         self.threshold = threshold
         self.n_startup_trials = n_startup_trials
@@ -213,14 +228,51 @@ class DecisionCore:
         )
         if best is None:
             return Decision(False, "no completed trial to compare with", **fields)
-        p = est.prob_better_than(best)
-        if p < self.threshold:
+        bar = best + self._sign * self.margin  # a little worse than the incumbent
+        p = est.prob_better_than(bar)
+        if p >= self.threshold:
             return Decision(
-                True,
-                f"P(ends better than {best:.4g}) = {p:.3f} < {self.threshold:g}; "
-                f"predicted {est.mean:.4g} [{est.low:.4g}, {est.high:.4g}] at step "
-                f"{est.budget:g}",
+                False, f"P(ends better than {bar:.4g}) = {p:.3f}", prob_better=p, **fields
+            )
+        peer_rank = self.peer_rank(trial, others)
+        if peer_rank is not None and peer_rank >= self.peer_percentile / 100.0:
+            return Decision(
+                False,
+                f"P(ends better than {bar:.4g}) = {p:.3f}, but ahead of "
+                f"{100 * peer_rank:.0f}% of trials at the same fraction of their budgets",
                 prob_better=p,
                 **fields,
             )
-        return Decision(False, f"P(ends better than {best:.4g}) = {p:.3f}", prob_better=p, **fields)
+        return Decision(
+            True,
+            f"P(ends better than {bar:.4g}) = {p:.3f} < {self.threshold:g}; "
+            f"predicted {est.mean:.4g} [{est.low:.4g}, {est.high:.4g}] at step {est.budget:g}",
+            prob_better=p,
+            **fields,
+        )
+
+    def peer_rank(self, trial: TrialCurve, others: Sequence[TrialCurve]) -> float | None:
+        """Share of other trials this one is ahead of, each read at the same budget fraction.
+
+        Trials with different budgets and schedules are compared where each has used the
+        same share of its own budget (linearly interpolated between reports); ``None`` when
+        fewer than ``n_startup_trials`` peers have got that far.
+        """
+        if not trial.budget_steps:
+            return None
+        frac = trial.last_step / trial.budget_steps
+        mine = float(trial.values[-1])
+        peers = []
+        for t in others:
+            steps, values = t.steps, t.values
+            if t.finished and steps.size > 1:
+                steps, values = steps[:-1], values[:-1]  # drop the appended final value
+            if not t.budget_steps or steps.size == 0:
+                continue
+            at = frac * t.budget_steps
+            if steps[-1] < at or not np.all(np.isfinite(values)):
+                continue
+            peers.append(float(np.interp(at, steps, values)))
+        if len(peers) < max(self.n_startup_trials, 1):
+            return None
+        return float(np.mean([self.better(mine, v) for v in peers]))

@@ -37,6 +37,11 @@ class TTPPruner(BasePruner):
         min_points: reports needed before a curve is extrapolated.
         time_budget_s: the study's total time budget in seconds, or ``None``.
         value_range: what the value can be, e.g. ``(0, 1)`` for accuracy; bounds the fits.
+        margin: keep a trial while it may end within ``margin`` of the incumbent (for
+            accuracy, e.g. 0.005: configurations tied with the best up to noise survive).
+        peer_percentile: keep a trial that is ahead of this percentile of the other trials,
+            each read at the same fraction of its own budget, whatever its extrapolation
+            says (a guard against overconfident fits); ``None`` disables it.
         default_budget_steps: the budget of trials that have none; by default the largest
             last step among completed trials (with none, a trial is judged at its current step).
 
@@ -71,6 +76,8 @@ class TTPPruner(BasePruner):
         time_budget_s: float | None = None,
         value_range: tuple[float, float] | None = None,
         default_budget_steps: int | None = None,
+        margin: float = 0.0,
+        peer_percentile: float | None = 50.0,
     ) -> None:
         if isinstance(interval_steps, bool) or not isinstance(interval_steps, int):
             raise InvalidInputError(
@@ -89,6 +96,8 @@ class TTPPruner(BasePruner):
             n_warmup_steps=n_warmup_steps,
             min_points=min_points,
             value_range=value_range,
+            margin=margin,
+            peer_percentile=peer_percentile,
         )
         DecisionCore(**self._options)
         self.interval_steps = interval_steps

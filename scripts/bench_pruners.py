@@ -1,0 +1,261 @@
+"""Benchmark TTPPruner against Optuna's pruners by replaying recorded curves (make bench-pruners).
+
+Replay: every run of our learning-curve data set (NAS and HPO halves) becomes an Optuna trial
+that reports its recorded validation accuracy after each epoch, at its recorded step and
+elapsed seconds; a pruned trial has consumed the seconds up to the report that stopped it.
+Runs are fed in 10 shuffled orders, the same orders for every pruner. Metrics per pruner:
+
+* seconds of compute until a configuration within 0.5% (absolute accuracy) of the best final
+  value of the whole set is completed (median over orders; "never" counted separately);
+* the best completed final value after 25% and 50% of the no-pruning compute;
+* how often a top-5 configuration was pruned (orders with any, and the share of top-5 runs).
+
+Live (``--live``): the NAS study with TTP components vs TPE + MedianPruner vs TPE +
+HyperbandPruner at equal wall-clock budget over several seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_cost_model import write_section
+
+from ttp_search.data import CurveRun, load_curves
+from ttp_search.optuna import TTPPruner, report, set_budget
+
+ROOT = Path(__file__).resolve().parents[1]
+TOLERANCE = 0.005
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def pruners() -> dict[str, optuna.pruners.BasePruner]:
+    """Fresh pruners; every built-in one with the settings its documentation suggests."""
+    return {
+        # The margin is the benchmark's own notion of "as good as the best".
+        "TTPPruner": TTPPruner(n_startup_trials=5, value_range=(0.0, 1.0), margin=TOLERANCE),
+        "NopPruner": optuna.pruners.NopPruner(),
+        "MedianPruner": optuna.pruners.MedianPruner(n_startup_trials=5),
+        "PercentilePruner(25)": optuna.pruners.PercentilePruner(25.0, n_startup_trials=5),
+        "SuccessiveHalving": optuna.pruners.SuccessiveHalvingPruner(),
+        "Hyperband": optuna.pruners.HyperbandPruner(),
+        "Patient(Median, 2)": optuna.pruners.PatientPruner(
+            optuna.pruners.MedianPruner(n_startup_trials=5), patience=2
+        ),
+    }
+
+
+def replay(runs: list[CurveRun], order: np.ndarray, pruner) -> pd.DataFrame:
+    """Feed the runs through one study in ``order``; one row per run."""
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    rows = []
+    for i in order:
+        run = runs[i]
+        trial = study.ask()
+        set_budget(trial, int(run.budget_steps))
+        steps = run.epoch_steps()
+        seconds = np.cumsum(np.diff(np.r_[0, steps]) * run.step_time_s)
+        pruned_at = None
+        for e, (step, acc) in enumerate(zip(steps, run.val_acc, strict=True)):
+            report(trial, float(acc), int(step), elapsed_s=float(seconds[e]))
+            if e < len(steps) - 1 and trial.should_prune():
+                pruned_at = e
+                break
+        if pruned_at is None:
+            study.tell(trial, float(run.final_val_acc))
+            used = float(seconds[-1])
+        else:
+            study.tell(trial, state=TrialState.PRUNED)
+            used = float(seconds[pruned_at])
+        rows.append(
+            {
+                "run": run.run_id,
+                "final": run.final_val_acc,
+                "completed": pruned_at is None,
+                "seconds": used,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def metrics(log: pd.DataFrame, runs: list[CurveRun]) -> dict:
+    finals = np.array([r.final_val_acc for r in runs])
+    best = finals.max()
+    full = sum(float(np.sum(np.diff(np.r_[0, r.epoch_steps()]) * r.step_time_s)) for r in runs)
+    top5 = {runs[i].run_id for i in np.argsort(-finals)[:5]}
+    spent = log.seconds.cumsum()
+    hit = log.completed & (log.final >= best - TOLERANCE)
+    to_near_best = float(spent[hit].iloc[0]) if hit.any() else math.inf
+
+    def best_by(limit: float) -> float:
+        ok = log.completed & (spent <= limit)
+        return float(log.final[ok].max()) if ok.any() else math.nan
+
+    wrongly = log[log.run.isin(top5) & ~log.completed]
+    return {
+        "to_near_best_s": to_near_best,
+        "best_at_25pct": best_by(0.25 * full),
+        "best_at_50pct": best_by(0.50 * full),
+        "final_best": float(log.final[log.completed].max()),
+        "top5_pruned": len(wrongly),
+        "total_s": float(log.seconds.sum()),
+        "full_s": full,
+    }
+
+
+def replay_table(space: str, orders: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    runs = load_curves(space=space)
+    rng = np.random.default_rng(seed)
+    perms = [rng.permutation(len(runs)) for _ in range(orders)]
+    rows = []
+    names = list(pruners())
+    jobs = [(o, n) for o in range(orders) for n in names]
+    for o, name in tqdm(jobs, desc=f"replay {space}"):
+        m = metrics(replay(runs, perms[o], pruners()[name]), runs)
+        rows.append({"order": o, "pruner": name, **m})
+    per_order = pd.DataFrame(rows)
+    summary = per_order.groupby("pruner", sort=False).agg(
+        median_s_to_near_best=("to_near_best_s", "median"),
+        never_near_best=("to_near_best_s", lambda s: int(np.isinf(s).sum())),
+        best_at_25pct=("best_at_25pct", "mean"),
+        best_at_50pct=("best_at_50pct", "mean"),
+        final_best=("final_best", "mean"),
+        orders_with_top5_pruned=("top5_pruned", lambda s: int((s > 0).sum())),
+        top5_pruned_share=("top5_pruned", lambda s: float(s.mean() / 5)),
+        compute_share=("total_s", "mean"),
+    )
+    summary["compute_share"] /= per_order.full_s.iloc[0]
+    return summary, per_order
+
+
+def _verdict(summary: pd.DataFrame, orders: int) -> str:
+    ttp = summary.loc["TTPPruner"]
+    builtins = summary.drop(index=["TTPPruner", "NopPruner"])
+    best_name = builtins.median_s_to_near_best.idxmin()
+    best = builtins.loc[best_name]
+    speedup = best.median_s_to_near_best / ttp.median_s_to_near_best
+    return (
+        f"TTPPruner reaches within {TOLERANCE:.1%} of the best in "
+        f"{ttp.median_s_to_near_best:.0f} s (median) vs {best.median_s_to_near_best:.0f} s for "
+        f"the best built-in ({best_name}): {speedup:.2f}x (target ≥ 2x). Final best "
+        f"{ttp.final_best:.4f} vs {best.final_best:.4f}. A top-5 configuration was pruned in "
+        f"{int(ttp.orders_with_top5_pruned)} of {orders} orders (target ≤ 1)."
+    )
+
+
+def plot_replay(per_order: dict[str, pd.DataFrame], path: Path) -> None:
+    fig, axes = plt.subplots(1, len(per_order), figsize=(6 * len(per_order), 4))
+    for ax, (space, df) in zip(np.atleast_1d(axes), per_order.items(), strict=True):
+        names = list(dict.fromkeys(df.pruner))
+        data = [df[df.pruner == n].to_near_best_s.replace(np.inf, np.nan).dropna() for n in names]
+        ax.boxplot(data, tick_labels=names, vert=False)
+        ax.set(xlabel=f"compute seconds until within {TOLERANCE:.1%} of the best", title=space)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------ live
+
+
+def _study_module():
+    path = ROOT / "studies" / "cost_aware_nas.py"
+    spec = importlib.util.spec_from_file_location("cost_aware_nas", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def live_table(budget: float, seeds: int, out: Path) -> pd.DataFrame:
+    nas = _study_module()
+    rows = []
+    for seed in range(seeds):
+        for method in ("ttp", "tpe+median", "tpe+hyperband"):
+            name = f"bench-{method}-{seed}-{int(time.time())}"
+            args = ["--budget", str(budget), "--seed", str(seed), "--study-name", name]
+            args += ["--out", str(out / name), "--method", method]
+            nas.main(args)
+            df = pd.read_csv(out / name / "trials.csv")
+            done = df[df.state == "COMPLETE"]
+            ran = df[df.measured_step_s.notna()]
+            ape = (ran.predicted_step_s / ran.measured_step_s - 1).abs()
+            rows.append(
+                {
+                    "method": method,
+                    "seed": seed,
+                    "trials": len(df),
+                    "completed": len(done),
+                    "best_acc": float(done.value.max()) if len(done) else math.nan,
+                    "step_time_median_err": float(ape.median()) if len(ape) else math.nan,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--orders", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--live", action="store_true", help="also run the live NAS comparison")
+    parser.add_argument("--live-budget", type=float, default=120.0)
+    parser.add_argument("--live-seeds", type=int, default=2)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    lines, per_order = [], {}
+    for space in ("nas", "hpo"):
+        summary, per_order[space] = replay_table(space, args.orders, args.seed)
+        lines += [
+            f"### Replay, {space.upper()} half ({args.orders} orders)",
+            "",
+            summary.round(4).to_markdown(),
+            "",
+            _verdict(summary, args.orders),
+            "",
+        ]
+    if args.live:
+        live = live_table(args.live_budget, args.live_seeds, ROOT / "studies" / "out")
+        agg = live.groupby("method", sort=False).agg(
+            best_acc_mean=("best_acc", "mean"),
+            best_acc_min=("best_acc", "min"),
+            trials=("trials", "mean"),
+            completed=("completed", "mean"),
+            step_time_median_err=("step_time_median_err", "median"),
+        )
+        lines += [
+            f"### Live NAS study, {args.live_budget:.0f} s each, {args.live_seeds} seeds",
+            "",
+            agg.round(4).to_markdown(),
+            "",
+        ]
+    body = "\n".join(lines)
+    print(body)
+    if not args.no_write:
+        img = ROOT / "docs" / "bench_pruners_replay.png"
+        plot_replay(per_order, img)
+        write_section(
+            ROOT / "BENCHMARKS.md", "bench-pruners", body + f"\n![replay](docs/{img.name})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
