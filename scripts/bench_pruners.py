@@ -164,7 +164,7 @@ def plot_replay(per_order: dict[str, pd.DataFrame], path: Path) -> None:
     for ax, (space, df) in zip(np.atleast_1d(axes), per_order.items(), strict=True):
         names = list(dict.fromkeys(df.pruner))
         data = [df[df.pruner == n].to_near_best_s.replace(np.inf, np.nan).dropna() for n in names]
-        ax.boxplot(data, tick_labels=names, vert=False)
+        ax.boxplot(data, tick_labels=names, orientation="horizontal")
         ax.set(xlabel=f"compute seconds until within {TOLERANCE:.1%} of the best", title=space)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -183,6 +183,13 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot(study: optuna.Study, df: pd.DataFrame, out: Path) -> list[Path]:
     paths = []
     ran = df[df.measured_step_s.notna()]
@@ -204,10 +211,7 @@ def plot(study: optuna.Study, df: pd.DataFrame, out: Path) -> list[Path]:
     ax.set(xscale="log", yscale="log", xlabel="measured ms / step", ylabel="predicted ms / step")
     ax.set_title("Cost: predicted before running vs measured")
     ax.legend()
-    paths.append(out / "predicted_vs_measured_cost.png")
-    fig.tight_layout()
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths.append(_save(fig, out / "predicted_vs_measured_cost.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     done = df[df.state == "COMPLETE"].sort_values("measured_seconds")
@@ -218,10 +222,7 @@ def plot(study: optuna.Study, df: pd.DataFrame, out: Path) -> list[Path]:
     ax.step(front.measured_seconds, front.value, where="post", c="k", lw=1, label="Pareto front")
     ax.set(xlabel="training seconds", ylabel="validation accuracy", title="Accuracy vs cost")
     ax.legend()
-    paths.append(out / "accuracy_vs_cost.png")
-    fig.tight_layout()
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths.append(_save(fig, out / "accuracy_vs_cost.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for t in study.trials:
@@ -234,10 +235,7 @@ def plot(study: optuna.Study, df: pd.DataFrame, out: Path) -> list[Path]:
             ax.plot(steps[-1], vals[-1], "x", c="C3")
     ax.set(xlabel="step", ylabel="validation accuracy", title="Learning curves (x = pruned)")
     ax.set_ylim(0, 1)
-    paths.append(out / "learning_curves.png")
-    fig.tight_layout()
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths.append(_save(fig, out / "learning_curves.png"))
     return paths
 
 

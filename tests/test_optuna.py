@@ -306,3 +306,45 @@ def test_two_worker_processes_share_one_sqlite_study(tmp_path):
     assert all("ttp:decision" in t.user_attrs for t in trials)
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     assert all(t.user_attrs["ttp:prune_reason"] for t in pruned)
+
+
+def test_margin_keeps_trials_tied_with_the_best():
+    k = np.arange(1, 31, dtype=float)
+    done = [TrialCurve(np.r_[k, 31.0], np.r_[_loss(k, 0.3), _loss(30.0, 0.3)], 30, finished=True)]
+    tied = TrialCurve(k[:28], _loss(k[:28], 0.34), budget_steps=30)  # ends 0.04 behind
+    strict = DecisionCore(n_startup_trials=1, peer_percentile=None)
+    lenient = DecisionCore(n_startup_trials=1, peer_percentile=None, margin=0.05)
+    assert strict.decide(tied, done).prune
+    assert not lenient.decide(tied, done).prune
+
+
+def test_peer_guard_compares_at_the_same_fraction_of_each_budget():
+    core = DecisionCore(n_startup_trials=2)
+    k = np.arange(1, 101, dtype=float)
+    # Peers with budget 100 at value 2.0 after 10% of their budget; the trial, whose budget
+    # is 1000, is at 1.0 after 10% of its own: ahead of all of them, so it is kept even if
+    # its extrapolation is pessimistic.
+    peers = [
+        TrialCurve(np.r_[k, 101.0], np.r_[np.full(100, 2.0), 0.01], 100, finished=True)
+        for _ in range(3)
+    ]
+    trial = TrialCurve(np.arange(1, 101, dtype=float), np.full(100, 1.0), budget_steps=1000)
+    assert core.peer_rank(trial, peers) == 1.0
+    decision = core.decide(trial, peers)
+    assert not decision.prune and "ahead of 100%" in decision.reason
+    behind = TrialCurve(np.arange(1, 101, dtype=float), np.full(100, 3.0), budget_steps=1000)
+    assert core.peer_rank(behind, peers) == 0.0
+    assert core.decide(behind, peers).prune
+
+
+def test_decision_core_bad_input():
+    for kwargs, match in (
+        ({"direction": "up"}, "direction"),
+        ({"margin": -1.0}, "margin"),
+        ({"peer_percentile": 120.0}, "peer_percentile"),
+        ({"min_points": 0}, "min_points"),
+    ):
+        with pytest.raises(InvalidInputError, match=match):
+            DecisionCore(**kwargs)
+    with pytest.raises(InvalidInputError, match="schedule"):
+        TrialCurve([1.0], [1.0], schedule="cosine")
