@@ -1,5 +1,6 @@
-"""Decision core shared by the Optuna and Ray adapters."""
+"""Decision core and budget planning shared by the Optuna and Ray adapters."""
 
 from ttp_search.engine.decision import SCHEDULES, Decision, DecisionCore, TrialCurve
+from ttp_search.engine.planning import BudgetPlanner, TrialPlan
 
-__all__ = ["SCHEDULES", "Decision", "DecisionCore", "TrialCurve"]
+__all__ = ["SCHEDULES", "BudgetPlanner", "Decision", "DecisionCore", "TrialCurve", "TrialPlan"]

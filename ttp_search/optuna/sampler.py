@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -19,12 +19,10 @@ from scipy.stats import norm
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import Matern, WhiteKernel
-from torch import nn
 
+from ttp_search.engine.planning import BudgetPlanner, CostFn, TrialPlan
 from ttp_search.errors import InvalidInputError
 from ttp_search.optuna import _storage as keys
-
-CostFn = Callable[[dict[str, Any]], "float | nn.Module"]
 
 
 class CostAwareSampler(BaseSampler):
@@ -87,122 +85,53 @@ class CostAwareSampler(BaseSampler):
         cost_model=None,
         seed: int | None = None,
     ) -> None:
-        if not callable(cost_fn):
-            raise InvalidInputError(f"cost_fn must be callable, got {cost_fn!r}")
-        for name, value in (("trial_budget_s", trial_budget_s), ("study_budget_s", study_budget_s)):
-            if value is not None and not (isinstance(value, numbers.Real) and value > 0):
-                raise InvalidInputError(f"{name} must be a number > 0 or None, got {value!r}")
-        if trial_budget_s is None and max_steps is None:
-            raise InvalidInputError("give trial_budget_s, max_steps or both to size budgets")
-        for name, value in (("max_steps", max_steps), ("min_steps", min_steps)):
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 1
-            ):
-                raise InvalidInputError(f"{name} must be an integer >= 1, got {value!r}")
-        if max_steps is not None and min_steps > max_steps:
-            raise InvalidInputError(f"min_steps ({min_steps}) exceeds max_steps ({max_steps})")
+        if study_budget_s is not None and not (
+            isinstance(study_budget_s, numbers.Real) and study_budget_s > 0
+        ):
+            raise InvalidInputError(f"study_budget_s must be > 0 or None, got {study_budget_s!r}")
+        self.planner = BudgetPlanner(
+            cost_fn,
+            trial_budget_s=trial_budget_s,
+            max_steps=max_steps,
+            min_steps=min_steps,
+            input_shape=input_shape,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            cost_model=cost_model,
+        )
         if isinstance(n_candidates, bool) or not isinstance(n_candidates, int) or n_candidates < 1:
             raise InvalidInputError(f"n_candidates must be an integer >= 1, got {n_candidates!r}")
         if not cost_exponent >= 0:
             raise InvalidInputError(f"cost_exponent must be >= 0, got {cost_exponent!r}")
         self.base_sampler = base_sampler if base_sampler is not None else TPESampler(seed=seed)
-        self.cost_fn = cost_fn
-        self.trial_budget_s = trial_budget_s
         self.study_budget_s = study_budget_s
-        self.max_steps = max_steps
-        self.min_steps = min_steps
         self.search_space = dict(search_space) if search_space else None
         self.n_candidates = n_candidates
         self.n_startup_trials = n_startup_trials
         self.cost_exponent = cost_exponent
-        self.input_shape = tuple(input_shape) if input_shape is not None else None
-        self.batch_size = batch_size
-        self.optimizer = optimizer
-        self._cost_model = cost_model
         self._rng = np.random.default_rng(seed)
         self._space_calc = IntersectionSearchSpace(include_pruned=True)
-        # Tracing a model costs ~0.1 s; TPE proposes the same configurations again and again.
-        self._cost_cache: dict[tuple, tuple[float, float, float]] = {}
-
-    # -- pricing ---------------------------------------------------------------------------
 
     def step_cost(self, params: dict[str, Any]) -> tuple[float, float, float]:
         """Predicted (seconds, low, high) of one training step of the configuration."""
-        key = tuple(sorted((k, repr(v)) for k, v in params.items()))
-        if key not in self._cost_cache:
-            self._cost_cache[key] = self._price(params)
-        return self._cost_cache[key]
+        return self.planner.step_cost(params)
 
-    def _price(self, params: dict[str, Any]) -> tuple[float, float, float]:
-        out = self.cost_fn(dict(params))
-        if isinstance(out, nn.Module):
-            if self.input_shape is None or self.batch_size is None:
-                raise InvalidInputError(
-                    "cost_fn returned a model: give input_shape and batch_size to price it"
-                )
-            batch = params[self.batch_size] if isinstance(self.batch_size, str) else self.batch_size
-            pred = self.cost_model.predict(out, self.input_shape, int(batch), self.optimizer)
-            return pred.step_time_s, pred.low_s, pred.high_s
-        if hasattr(out, "step_time_s"):
-            return out.step_time_s, out.low_s, out.high_s
-        if isinstance(out, bool) or not isinstance(out, numbers.Real) or not out > 0:
-            raise InvalidInputError(
-                f"cost_fn must return seconds per step > 0 or an nn.Module, got {out!r}"
-            )
-        return float(out), float(out), float(out)
+    def plan(self, study: optuna.Study, params: dict[str, Any]) -> TrialPlan:
+        """Price ``params`` and size its budget within the caps and the study's time left."""
+        return self.planner.plan(params, keys.study_time_left(study, self.study_budget_s))
 
-    @property
-    def cost_model(self):
-        if self._cost_model is None:
-            from ttp_search.cost import LayerTimeModel
-
-            self._cost_model = LayerTimeModel.load()
-        return self._cost_model
-
-    def plan(self, study: optuna.Study, params: dict[str, Any]) -> dict[str, Any]:
-        """Price ``params`` and size its budget; ``feasible`` says whether it may run."""
-        step_s, low_s, high_s = self.step_cost(params)
-        limits = []
-        if self.trial_budget_s is not None:
-            limits.append(self.trial_budget_s)
-        left = keys.study_time_left(study, self.study_budget_s)
-        if left is not None:
-            limits.append(max(left, 0.0))
-        steps = math.floor(min(limits) / step_s) if limits else self.max_steps
-        if self.max_steps is not None:
-            steps = min(steps, self.max_steps)
-        plan = {
-            "step_s": step_s,
-            "step_low_s": low_s,
-            "step_high_s": high_s,
-            "steps": int(steps),
-            "feasible": steps >= self.min_steps,
-        }
-        if not plan["feasible"]:
-            what = (
-                "the per-trial cap"
-                if left is None or (self.trial_budget_s is not None and self.trial_budget_s <= left)
-                else "the study's remaining time"
-            )
-            plan["reason"] = (
-                f"predicted {step_s:.3g} s/step: {self.min_steps} steps need "
-                f"{self.min_steps * step_s:.1f} s, over {what} ({min(limits):.1f} s)"
-            )
-        return plan
-
-    def _store(self, study, trial: FrozenTrial, plan: dict, note: str) -> None:
-        keys.set_attr(study, trial, keys.PREDICTED_STEP, plan["step_s"])
-        keys.set_attr(study, trial, keys.PREDICTED_STEP_LOW, plan["step_low_s"])
-        keys.set_attr(study, trial, keys.PREDICTED_STEP_HIGH, plan["step_high_s"])
+    def _store(self, study, trial: FrozenTrial, plan: TrialPlan, note: str) -> None:
+        keys.set_attr(study, trial, keys.PREDICTED_STEP, plan.step_s)
+        keys.set_attr(study, trial, keys.PREDICTED_STEP_LOW, plan.step_low_s)
+        keys.set_attr(study, trial, keys.PREDICTED_STEP_HIGH, plan.step_high_s)
         keys.set_attr(study, trial, keys.SAMPLER_NOTE, note)
-        if not plan["feasible"]:
-            keys.set_attr(study, trial, keys.INFEASIBLE, plan["reason"])
+        if not plan.feasible:
+            keys.set_attr(study, trial, keys.INFEASIBLE, plan.reason)
             return
-        steps = plan["steps"]
-        keys.set_attr(study, trial, keys.BUDGET, steps)
-        keys.set_attr(study, trial, keys.PREDICTED_SECONDS, steps * plan["step_s"])
-        keys.set_attr(study, trial, keys.PREDICTED_LOW, steps * plan["step_low_s"])
-        keys.set_attr(study, trial, keys.PREDICTED_HIGH, steps * plan["step_high_s"])
+        keys.set_attr(study, trial, keys.BUDGET, plan.steps)
+        keys.set_attr(study, trial, keys.PREDICTED_SECONDS, plan.seconds)
+        keys.set_attr(study, trial, keys.PREDICTED_LOW, plan.seconds_low)
+        keys.set_attr(study, trial, keys.PREDICTED_HIGH, plan.seconds_high)
 
     def assign_budget(self, study, trial: FrozenTrial, params: dict[str, Any]) -> None:
         """Price a configuration the objective has already suggested (define-by-run)."""
@@ -224,12 +153,12 @@ class CostAwareSampler(BaseSampler):
         for _ in range(4):  # rounds of proposals before giving up on a feasible one
             batch = [self._propose(study, trial, search_space) for _ in range(self.n_candidates)]
             plans = [self.plan(study, p) for p in batch]
-            proposals += [(p, q) for p, q in zip(batch, plans, strict=True) if q["feasible"]]
+            proposals += [(p, q) for p, q in zip(batch, plans, strict=True) if q.feasible]
             if proposals:
                 break
         if not proposals:
             chosen, plan = batch[0], plans[0]
-            note = f"no feasible proposal in {4 * self.n_candidates}: {plan['reason']}"
+            note = f"no feasible proposal in {4 * self.n_candidates}: {plan.reason}"
         else:
             chosen, plan, note = self._choose(study, search_space, proposals)
         self._store(study, trial, plan, note)
@@ -286,7 +215,7 @@ class CostAwareSampler(BaseSampler):
         sd = np.maximum(sd, 1e-12)
         z = (y.min() - mu) / sd
         ei = sd * (z * norm.cdf(z) + norm.pdf(z))
-        seconds = np.array([q["steps"] * q["step_s"] for _, q in proposals])
+        seconds = np.array([q.seconds for _, q in proposals])
         score = ei / np.maximum(seconds, 1e-9) ** self.cost_exponent
         i = int(np.argmax(score))
         p, q = proposals[i]
