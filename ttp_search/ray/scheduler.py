@@ -1,0 +1,273 @@
+"""TTPScheduler: Ray Tune's side of the decision core (the twin of TTPPruner)."""
+
+from __future__ import annotations
+
+import math
+import pickle
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+from ttp_search.engine import Decision, DecisionCore, TrialCurve
+from ttp_search.errors import InvalidInputError
+
+STEP_KEY = "ttp_step"
+BUDGET_KEY = "ttp_budget_steps"
+SCHEDULE_KEY = "ttp_schedule"
+PREDICTED_STEP_KEY = "ttp_predicted_step_s"
+
+
+@dataclass
+class _TrialState:
+    steps: list = field(default_factory=list)
+    values: list = field(default_factory=list)
+    budget: float | None = None
+    schedule: str = "constant"
+    elapsed_s: float | None = None
+    predicted_step_s: float | None = None
+    status: str = "running"  # running, completed, stopped, errored, removed
+    final: float | None = None
+    prediction: tuple[float, float, float] | None = None
+
+    def curve(self) -> TrialCurve:
+        steps, values = list(self.steps), list(self.values)
+        if self.status == "completed" and self.final is not None and math.isfinite(self.final):
+            steps.append((steps[-1] + 1) if steps else 0.0)
+            values.append(self.final)
+        return TrialCurve(
+            np.array(steps, dtype=np.float64),
+            np.array(values, dtype=np.float64),
+            budget_steps=self.budget,
+            schedule=self.schedule,
+            elapsed_s=self.elapsed_s,
+            predicted_step_s=self.predicted_step_s,
+            finished=self.status == "completed",
+            predicted_final=self.prediction,
+        )
+
+
+class TTPScheduler(FIFOScheduler):
+    """Stop Ray Tune trials that will not end better than the best, judged at their budgets.
+
+    Same decisions and options, in the same words, as :class:`ttp_search.optuna.TTPPruner`:
+    each result is added to the trial's curve, the curve is extrapolated to the trial's own
+    budget (``config["ttp_budget_steps"]``, set by :class:`CostAwareSearcher`, or the
+    result's ``ttp_budget_steps``) under its schedule (``ttp_schedule``), and the trial is
+    stopped when P(it ends better than the best) < ``threshold`` and it is behind
+    ``peer_percentile`` of its peers at the same fraction of their budgets; or when its
+    predicted cost to finish exceeds the time left of ``time_budget_s`` (also read from
+    ``TuneConfig(time_budget_s=...)``); or on NaN/inf. STOP is the only action taken:
+    pausing a trial that trains to a budget saves nothing.
+
+    Progress is ``result["ttp_step"]`` when the trainable reports it (the :func:`report`
+    helper does), else ``result[time_attr]`` (``training_iteration`` or ``time_total_s``);
+    the budget must be in the same unit. A result without the metric is ignored (CONTINUE),
+    as Ray's own schedulers do. ``decisions`` holds each trial's latest decision.
+
+    Example:
+        .. code-block:: python
+
+            from ray import tune
+            from ttp_search.ray import TTPScheduler
+
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    metric="val_acc", mode="max", time_budget_s=600,
+                    scheduler=TTPScheduler(n_startup_trials=4, value_range=(0, 1)),
+                ),
+            )
+    """
+
+    def __init__(
+        self,
+        threshold: float = 0.05,
+        *,
+        metric: str | None = None,
+        mode: str | None = None,
+        time_attr: str = "training_iteration",
+        n_startup_trials: int = 5,
+        n_warmup_steps: int = 0,
+        interval_steps: int = 1,
+        min_points: int = 3,
+        time_budget_s: float | None = None,
+        value_range: tuple[float, float] | None = None,
+        default_budget_steps: int | None = None,
+        margin: float = 0.0,
+        peer_percentile: float | None = 50.0,
+    ) -> None:
+        super().__init__()
+        if mode not in (None, "min", "max"):
+            raise InvalidInputError(f"mode must be 'min' or 'max', got {mode!r}")
+        if isinstance(interval_steps, bool) or not isinstance(interval_steps, int):
+            raise InvalidInputError(
+                f"interval_steps must be an integer >= 1, got {interval_steps!r}"
+            )
+        if interval_steps < 1:
+            raise InvalidInputError(
+                f"interval_steps must be an integer >= 1, got {interval_steps!r}"
+            )
+        if time_budget_s is not None and not time_budget_s > 0:
+            raise InvalidInputError(f"time_budget_s must be > 0 or None, got {time_budget_s!r}")
+        self._options = dict(
+            threshold=threshold,
+            n_startup_trials=n_startup_trials,
+            n_warmup_steps=n_warmup_steps,
+            min_points=min_points,
+            value_range=value_range,
+            margin=margin,
+            peer_percentile=peer_percentile,
+        )
+        DecisionCore(**self._options)  # validates the options now, not at the first result
+        self._metric = metric
+        self._mode = mode
+        self.time_attr = time_attr
+        self.interval_steps = interval_steps
+        self.time_budget_s = time_budget_s
+        self.default_budget_steps = default_budget_steps
+        self._trials: dict[str, _TrialState] = {}
+        self._started_at: float | None = None
+        self.decisions: dict[str, Decision] = {}
+
+    # -- search properties -----------------------------------------------------------------
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
+        if (self._metric and metric) or (self._mode and mode):
+            return False
+        if metric:
+            self._metric = metric
+        if mode:
+            self._mode = mode
+        if self.time_budget_s is None and spec.get("time_budget_s"):
+            budget = spec["time_budget_s"]
+            # Tune passes a number or a timedelta.
+            self.time_budget_s = float(getattr(budget, "total_seconds", lambda: budget)())
+        return True
+
+    def _core(self) -> DecisionCore:
+        if self._metric is None or self._mode is None:
+            raise InvalidInputError(
+                "TTPScheduler needs metric and mode: pass them here or in TuneConfig"
+            )
+        return DecisionCore("maximize" if self._mode == "max" else "minimize", **self._options)
+
+    # -- trial events ----------------------------------------------------------------------
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        if self._started_at is None:
+            self._started_at = time.time()
+        config = getattr(trial, "config", {}) or {}
+        state = _TrialState(
+            budget=config.get(BUDGET_KEY, self.default_budget_steps),
+            schedule=config.get(SCHEDULE_KEY, "constant"),
+            predicted_step_s=config.get(PREDICTED_STEP_KEY),
+        )
+        self._trials[trial.trial_id] = state
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        core = self._core()
+        if self._metric not in result:
+            return TrialScheduler.CONTINUE
+        state = self._trials.get(trial.trial_id)
+        if state is None:
+            self.on_trial_add(tune_controller, trial)
+            state = self._trials[trial.trial_id]
+        step = result.get(STEP_KEY, result.get(self.time_attr))
+        if step is None:
+            raise InvalidInputError(
+                f"result has neither {STEP_KEY!r} nor time_attr {self.time_attr!r}: "
+                f"keys {sorted(result)}"
+            )
+        if state.steps and step <= state.steps[-1]:
+            return TrialScheduler.CONTINUE  # a repeated or out-of-order result: nothing new
+        state.steps.append(float(step))
+        state.values.append(float(result[self._metric]))
+        state.elapsed_s = result.get("time_total_s", state.elapsed_s)
+        if result.get(BUDGET_KEY):
+            state.budget = float(result[BUDGET_KEY])
+        state.schedule = result.get(SCHEDULE_KEY, state.schedule)
+        value = state.values[-1]
+        if value == value and (len(state.steps) - 1) % self.interval_steps:  # NaN: always judged
+            return TrialScheduler.CONTINUE
+        decision = core.decide(
+            state.curve(), self._peers(trial.trial_id), time_left_s=self._time_left()
+        )
+        self.decisions[trial.trial_id] = decision
+        if decision.predicted_final is not None:
+            state.prediction = (
+                decision.predicted_final,
+                decision.predicted_low,
+                decision.predicted_high,
+            )
+        if decision.prune:
+            state.status = "stopped"
+            return TrialScheduler.STOP
+        return TrialScheduler.CONTINUE
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        state = self._trials.get(trial.trial_id)
+        if state is None or state.status == "stopped":
+            return
+        state.status = "completed"
+        if result and self._metric in result:
+            state.final = float(result[self._metric])
+        elif state.values:
+            state.final = state.values[-1]
+
+    def on_trial_error(self, tune_controller, trial) -> None:
+        if trial.trial_id in self._trials:
+            self._trials[trial.trial_id].status = "errored"
+
+    def on_trial_remove(self, tune_controller, trial) -> None:
+        if trial.trial_id in self._trials:
+            self._trials[trial.trial_id].status = "removed"
+
+    def debug_string(self) -> str:
+        stopped = sum(s.status == "stopped" for s in self._trials.values())
+        return f"TTPScheduler: {len(self._trials)} trials, {stopped} stopped early."
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _peers(self, trial_id: str) -> list[TrialCurve]:
+        curves = []
+        for tid, state in self._trials.items():
+            if tid == trial_id or state.status not in ("running", "completed") or not state.steps:
+                continue
+            curve = state.curve()
+            if curve.budget_steps is None and curve.finished:
+                curve.budget_steps = float(state.steps[-1])
+            curves.append(curve)
+        return curves
+
+    def _time_left(self) -> float | None:
+        if self.time_budget_s is None or self._started_at is None:
+            return None
+        return self.time_budget_s - (time.time() - self._started_at)
+
+    # -- checkpointing ---------------------------------------------------------------------
+
+    def save(self, checkpoint_path: str) -> None:
+        state = {
+            "trials": self._trials,
+            "elapsed_before_save": None
+            if self._started_at is None
+            else time.time() - self._started_at,
+            "metric": self._metric,
+            "mode": self._mode,
+            "time_budget_s": self.time_budget_s,
+        }
+        with open(checkpoint_path, "wb") as fh:
+            pickle.dump(state, fh)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as fh:
+            state = pickle.load(fh)
+        self._trials = state["trials"]
+        self._metric = self._metric or state["metric"]
+        self._mode = self._mode or state["mode"]
+        self.time_budget_s = self.time_budget_s or state["time_budget_s"]
+        elapsed = state["elapsed_before_save"]
+        # The time budget keeps counting from where the interrupted experiment stopped.
+        self._started_at = None if elapsed is None else time.time() - elapsed

@@ -1,0 +1,46 @@
+"""Helpers for a Ray Tune trainable: its budget, its linear-decay schedule, its reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from ray import tune
+
+from ttp_search.budget import LinearDecayLR
+from ttp_search.budget.schedules import check_int
+from ttp_search.errors import InvalidInputError
+from ttp_search.ray.scheduler import BUDGET_KEY, SCHEDULE_KEY, STEP_KEY
+
+
+def budget_steps(config: dict[str, Any], default: int | None = None) -> int:
+    """The trial's step budget from its config (set by CostAwareSearcher), or ``default``."""
+    value = config.get(BUDGET_KEY, default)
+    if value is None:
+        raise InvalidInputError(
+            f"config has no {BUDGET_KEY!r}: wrap the searcher in CostAwareSearcher or pass default="
+        )
+    return check_int(BUDGET_KEY, value, 1)
+
+
+def linear_decay_lr(
+    config: dict[str, Any],
+    optimizer: torch.optim.Optimizer,
+    *,
+    warmup_steps: int = 0,
+    final_lr: float = 0.0,
+) -> LinearDecayLR:
+    """A LinearDecayLR ending at the config's budget; later reports say the schedule is linear."""
+    config[SCHEDULE_KEY] = "linear"
+    return LinearDecayLR(
+        optimizer, budget_steps(config), warmup_steps=warmup_steps, final_lr=final_lr
+    )
+
+
+def report(metrics: dict[str, Any], step: int, config: dict[str, Any], checkpoint=None) -> None:
+    """``ray.tune.report`` plus the fields TTPScheduler reads: step, budget and schedule."""
+    step = check_int("step", step, 0)
+    extra = {STEP_KEY: step, SCHEDULE_KEY: config.get(SCHEDULE_KEY, "constant")}
+    if BUDGET_KEY in config:
+        extra[BUDGET_KEY] = config[BUDGET_KEY]
+    tune.report({**metrics, **extra}, checkpoint=checkpoint)
