@@ -190,7 +190,8 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot(study: optuna.Study, df: pd.DataFrame, out: Path) -> list[Path]:
+def plot(curves: list[tuple[list, list, bool]], df: pd.DataFrame, out: Path) -> list[Path]:
+    """The three plots; ``curves`` holds (steps, values, pruned) per trial."""
     paths = []
     ran = df[df.measured_step_s.notna()]
     fig, ax = plt.subplots(figsize=(5.5, 5))
@@ -225,13 +226,11 @@ def plot(study: optuna.Study, df: pd.DataFrame, out: Path) -> list[Path]:
     paths.append(_save(fig, out / "accuracy_vs_cost.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for t in study.trials:
-        if not t.intermediate_values:
+    for steps, vals, pruned in curves:
+        if len(steps) == 0:
             continue
-        steps, vals = zip(*sorted(t.intermediate_values.items()), strict=True)
-        color = "C0" if t.state == TrialState.COMPLETE else "C3"
-        ax.plot(steps, vals, c=color, alpha=0.6, lw=1)
-        if t.state == TrialState.PRUNED:
+        ax.plot(steps, vals, c="C3" if pruned else "C0", alpha=0.6, lw=1)
+        if pruned:
             ax.plot(steps[-1], vals[-1], "x", c="C3")
     ax.set(xlabel="step", ylabel="validation accuracy", title="Learning curves (x = pruned)")
     ax.set_ylim(0, 1)
@@ -349,8 +348,26 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     df = trials_table(study)
+    curves = [
+        (
+            sorted(t.intermediate_values),
+            [v for _, v in sorted(t.intermediate_values.items())],
+            t.state == TrialState.PRUNED,
+        )
+        for t in study.trials
+    ]
+    summarize(console, df, curves, out, f"{args.study_name}: {len(df)} trials")
+    console.print(f"storage: {storage}")
+    return 0
+
+
+def summarize(console: Console, df: pd.DataFrame, curves, out: Path, title: str) -> None:
+    """Write trials.csv, print the table and the cost-prediction error, save the plots."""
     df.to_csv(out / "trials.csv", index=False)
-    table = Table(title=f"{args.study_name}: {len(df)} trials")
+    if df.empty:
+        console.print(f"no trial ran; trials: {out / 'trials.csv'}")
+        return
+    table = Table(title=title)
     for col in (
         "#",
         "state",
@@ -382,16 +399,15 @@ def main(argv: list[str] | None = None) -> int:
             "" if pd.isna(r.prune_reason) else str(r.prune_reason),
         )
     Console(width=max(console.width, 160)).print(table)
-    ran = df[df.measured_step_s.notna()]
+    ran = df[df.measured_step_s.notna() & df.predicted_step_s.notna()]
     if len(ran):
         ape = (ran.predicted_step_s / ran.measured_step_s - 1).abs()
         console.print(
             f"step-time prediction: median error {100 * ape.median():.1f}% over {len(ran)} trials"
         )
-        for path in plot(study, df, out):
+        for path in plot(curves, df, out):
             console.print(f"plot: {path}")
-    console.print(f"trials: {out / 'trials.csv'}  storage: {storage}")
-    return 0
+    console.print(f"trials: {out / 'trials.csv'}")
 
 
 def _ms(x) -> str:

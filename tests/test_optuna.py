@@ -348,3 +348,24 @@ def test_decision_core_bad_input():
             DecisionCore(**kwargs)
     with pytest.raises(InvalidInputError, match="schedule"):
         TrialCurve([1.0], [1.0], schedule="cosine")
+
+
+def test_remaining_cost_uses_the_recent_rate_not_start_up_time():
+    core = DecisionCore(n_startup_trials=0)
+    k = np.arange(1, 11, dtype=float)
+    # 10 s at step 10 is mostly start-up; the last steps ran at 0.01 s each.
+    trial = TrialCurve(k, _loss(k, 0.1), budget_steps=1000, elapsed_s=10.0, recent_step_s=0.01)
+    assert not core.decide(trial, [], time_left_s=50.0).prune
+    trial.recent_step_s = None
+    assert core.decide(trial, [], time_left_s=50.0).prune
+
+
+def test_report_stores_the_previous_clock_for_the_recent_rate():
+    study = optuna.create_study(pruner=TTPPruner(n_startup_trials=0, time_budget_s=60))
+    trial = study.ask()
+    set_budget(trial, 1000)
+    report(trial, 1.0, 10, elapsed_s=10.0)
+    report(trial, 0.9, 20, elapsed_s=10.1)
+    assert not trial.should_prune()  # 980 steps at 0.01 s fit in the minute left
+    attrs = study._storage.get_trial(trial._trial_id).user_attrs
+    assert attrs["ttp:elapsed_prev_step"] == 10 and attrs["ttp:elapsed_prev_s"] == 10.0

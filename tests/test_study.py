@@ -52,3 +52,22 @@ def test_nas_study_writes_trials_and_plots(calibrated, tmp_path):
     # A second worker with the same storage and name joins the study (its budget is spent).
     assert study.main(args) == 0
     assert len(pd.read_csv(out / "trials.csv")) == len(df)
+
+
+def test_ray_study_runs_end_to_end(calibrated, tmp_path):
+    import sys
+
+    sys.path.insert(0, str(STUDY.parent))
+    import ray_nas
+
+    out = tmp_path / "ray"
+    args = ["--budget", "20", "--max-steps", "100", "--out", str(out), "--name", "smoke"]
+    args += ["--threads", str(torch.get_num_threads()), "--num-samples", "6", "--num-cpus", "1"]
+    assert ray_nas.main(args) == 0
+    df = pd.read_csv(out / "trials.csv")
+    assert COLUMNS <= set(df.columns) and len(df) >= 2
+    assert (df.state != "FAIL").all() and (df.budget_steps <= 100).all()
+    assert (df.predicted_seconds > 0).all()
+    stopped = df[df.state == "PRUNED"]
+    assert stopped.prune_reason.notna().all()
+    assert (out / "learning_curves.png").exists()

@@ -33,6 +33,9 @@ class TrialCurve:
     schedule: str = "constant"
     elapsed_s: float | None = None
     predicted_step_s: float | None = None
+    # Seconds per step between the two latest reports: free of start-up time, so the cost
+    # of the remaining steps is not overstated early on.
+    recent_step_s: float | None = None
     finished: bool = False
     # The latest prediction stored for a running trial (mean, low, high), to avoid refitting.
     predicted_final: tuple[float, float, float] | None = None
@@ -52,7 +55,9 @@ class TrialCurve:
         return float(self.steps[-1]) if self.steps.size else 0.0
 
     def step_seconds(self) -> float | None:
-        """Seconds per step: measured from the clock when there is one, else predicted."""
+        """Seconds per step: measured recently, else over the whole run, else predicted."""
+        if self.recent_step_s is not None and self.recent_step_s > 0:
+            return self.recent_step_s
         if self.elapsed_s is not None and self.last_step > 0 and self.elapsed_s > 0:
             return self.elapsed_s / self.last_step
         return self.predicted_step_s

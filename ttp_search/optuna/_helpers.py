@@ -65,6 +65,10 @@ def report(trial: optuna.Trial, value: float, step: int, elapsed_s: float | None
     if not isinstance(elapsed_s, (int, float)) or not math.isfinite(elapsed_s) or elapsed_s < 0:
         raise InvalidInputError(f"elapsed_s must be a finite number >= 0, got {elapsed_s!r}")
     trial.report(float(value), step)
+    previous = trial.user_attrs
+    if keys.ELAPSED in previous:
+        trial.set_user_attr(keys.ELAPSED_PREV, previous[keys.ELAPSED])
+        trial.set_user_attr(keys.ELAPSED_PREV_STEP, previous[keys.ELAPSED_STEP])
     trial.set_user_attr(keys.ELAPSED, float(elapsed_s))
     trial.set_user_attr(keys.ELAPSED_STEP, step)
 

@@ -20,6 +20,8 @@ BUDGET = PREFIX + "budget_steps"
 SCHEDULE = PREFIX + "schedule"
 ELAPSED = PREFIX + "elapsed_s"
 ELAPSED_STEP = PREFIX + "elapsed_step"
+ELAPSED_PREV = PREFIX + "elapsed_prev_s"
+ELAPSED_PREV_STEP = PREFIX + "elapsed_prev_step"
 PREDICTED_STEP = PREFIX + "predicted_step_s"
 PREDICTED_STEP_LOW = PREFIX + "predicted_step_low_s"
 PREDICTED_STEP_HIGH = PREFIX + "predicted_step_high_s"
@@ -67,10 +69,13 @@ def trial_curve(trial: FrozenTrial, *, measure_now: bool = False) -> TrialCurve:
     steps = np.array([s for s, _ in items], dtype=np.float64)
     values = np.array([v for _, v in items], dtype=np.float64)
     attrs = trial.user_attrs
-    elapsed = None
+    elapsed = recent = None
     if steps.size:
         if attrs.get(ELAPSED_STEP) == int(steps[-1]) and ELAPSED in attrs:
             elapsed = float(attrs[ELAPSED])
+            prev_step = attrs.get(ELAPSED_PREV_STEP)
+            if prev_step is not None and prev_step < steps[-1]:
+                recent = (elapsed - float(attrs[ELAPSED_PREV])) / (steps[-1] - prev_step)
         elif measure_now:
             # Plain ``trial.report`` stores no clock: the trial's age is the best we have.
             elapsed = elapsed_since(trial.datetime_start)
@@ -89,6 +94,7 @@ def trial_curve(trial: FrozenTrial, *, measure_now: bool = False) -> TrialCurve:
         schedule=attrs.get(SCHEDULE, "constant"),
         elapsed_s=elapsed,
         predicted_step_s=attrs.get(PREDICTED_STEP),
+        recent_step_s=recent,
         finished=finished,
         predicted_final=(pred["mean"], pred["low"], pred["high"]) if pred else None,
     )

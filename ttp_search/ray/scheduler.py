@@ -26,6 +26,7 @@ class _TrialState:
     budget: float | None = None
     schedule: str = "constant"
     elapsed_s: float | None = None
+    recent_step_s: float | None = None
     predicted_step_s: float | None = None
     status: str = "running"  # running, completed, stopped, errored, removed
     final: float | None = None
@@ -43,6 +44,7 @@ class _TrialState:
             schedule=self.schedule,
             elapsed_s=self.elapsed_s,
             predicted_step_s=self.predicted_step_s,
+            recent_step_s=self.recent_step_s,
             finished=self.status == "completed",
             predicted_final=self.prediction,
         )
@@ -184,7 +186,10 @@ class TTPScheduler(FIFOScheduler):
             return TrialScheduler.CONTINUE  # a repeated or out-of-order result: nothing new
         state.steps.append(float(step))
         state.values.append(float(result[self._metric]))
-        state.elapsed_s = result.get("time_total_s", state.elapsed_s)
+        elapsed = result.get("time_total_s")
+        if elapsed is not None and state.elapsed_s is not None and len(state.steps) > 1:
+            state.recent_step_s = (elapsed - state.elapsed_s) / (state.steps[-1] - state.steps[-2])
+        state.elapsed_s = elapsed if elapsed is not None else state.elapsed_s
         if result.get(BUDGET_KEY):
             state.budget = float(result[BUDGET_KEY])
         state.schedule = result.get(SCHEDULE_KEY, state.schedule)
