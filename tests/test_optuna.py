@@ -369,3 +369,12 @@ def test_report_stores_the_previous_clock_for_the_recent_rate():
     assert not trial.should_prune()  # 980 steps at 0.01 s fit in the minute left
     attrs = study._storage.get_trial(trial._trial_id).user_attrs
     assert attrs["ttp:elapsed_prev_step"] == 10 and attrs["ttp:elapsed_prev_s"] == 10.0
+
+
+def test_set_budget_records_the_schedule():
+    study = optuna.create_study()
+    trial = study.ask()
+    set_budget(trial, 100, schedule="linear")
+    assert trial.user_attrs["ttp:schedule"] == "linear"
+    with pytest.raises(InvalidInputError, match="schedule"):
+        set_budget(trial, 100, schedule="cosine")

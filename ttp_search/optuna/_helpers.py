@@ -9,13 +9,22 @@ import torch
 
 from ttp_search.budget import LinearDecayLR
 from ttp_search.budget.schedules import check_int
+from ttp_search.engine import SCHEDULES
 from ttp_search.errors import InvalidInputError
 from ttp_search.optuna import _storage as keys
 
 
-def set_budget(trial: optuna.Trial, steps: int) -> None:
-    """Set the trial's total steps, in the same unit as the steps passed to :func:`report`."""
+def set_budget(trial: optuna.Trial, steps: int, schedule: str | None = None) -> None:
+    """Set the trial's total steps, in the same unit as the steps passed to :func:`report`.
+
+    ``schedule="linear"`` says the learning rate decays linearly to 0 at ``steps`` (what
+    :func:`linear_decay_lr` records for you), so the pruner expects the late drop in loss.
+    """
     trial.set_user_attr(keys.BUDGET, check_int("steps", steps, 1))
+    if schedule is not None:
+        if schedule not in SCHEDULES:
+            raise InvalidInputError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+        trial.set_user_attr(keys.SCHEDULE, schedule)
 
 
 def get_budget(trial: optuna.Trial, default: int | None = None) -> int:
