@@ -1,0 +1,177 @@
+"""The linearized SDE against direct simulation of the linearized network, and bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call, jacrev
+
+from ttp_search.dynamics import LinearizedSDE, schedule_factors, sketched_jacobian
+from ttp_search.errors import InvalidInputError
+
+
+def _net(outputs=2, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, outputs)).double()
+
+
+def _data(n=24, outputs=2, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    y_reg = torch.randn(n, outputs, generator=g, dtype=torch.float64)
+    y_cls = torch.randint(0, outputs, (n,), generator=g)
+    return x, y_reg, y_cls
+
+
+def _simulate_linear_model(net, x, y, loss, lr, steps, momentum=0.0, wd=0.0, factors=None):
+    """Full-batch SGD on the linearized network, in parameter space, as PyTorch would run it."""
+    params = {k: v.detach() for k, v in net.named_parameters()}
+    names = list(params)
+    w0 = torch.cat([params[k].ravel() for k in names])
+
+    def f(flat):
+        split, i = {}, 0
+        for k in names:
+            n = params[k].numel()
+            split[k] = flat[i : i + n].view_as(params[k])
+            i += n
+        return functional_call(net, split, (x,))
+
+    f0 = f(w0).detach()
+    J = jacrev(f)(w0).reshape(f0.numel(), -1)
+    w, buf, losses = w0.clone(), torch.zeros_like(w0), []
+    factors = np.ones(steps) if factors is None else factors
+    for t in range(steps + 1):
+        out = f0 + (J @ (w - w0)).view_as(f0)
+        out = out.requires_grad_(True)
+        value = (
+            nn.functional.mse_loss(out, y) if loss == "mse" else nn.functional.cross_entropy(out, y)
+        )
+        losses.append(value.item())
+        if t == steps:
+            break
+        (g_out,) = torch.autograd.grad(value, out)
+        grad = J.T @ g_out.ravel() + wd * w
+        buf = momentum * buf + grad
+        w = w - lr * factors[t] * buf
+    return np.array(losses)
+
+
+@pytest.mark.parametrize(
+    ("momentum", "wd", "schedule"),
+    [
+        (0.0, 0.0, "constant"),
+        (0.9, 0.0, "constant"),
+        (0.0, 0.01, "constant"),
+        (0.5, 0.01, "linear"),
+    ],
+)
+def test_mse_closed_form_matches_direct_simulation_of_the_linear_model(momentum, wd, schedule):
+    net = _net()
+    x, y, _ = _data()
+    sde = LinearizedSDE(net, x, y, loss="mse", num_samples=len(x), projection_dim=10_000)
+    steps = 60
+    curve = sde.predict_curve(
+        lr=0.2,
+        batch_size=len(x),
+        momentum=momentum,
+        weight_decay=wd,
+        steps=steps,
+        schedule=schedule,
+        points=steps + 1,
+    )
+    truth = _simulate_linear_model(
+        net, x, y, "mse", 0.2, steps, momentum, wd, schedule_factors(schedule, steps)
+    )
+    np.testing.assert_allclose(curve.loss.to_numpy(), truth, rtol=1e-6, atol=1e-9)
+    # Full batch: no sampling noise, so the band collapses onto the mean.
+    np.testing.assert_allclose(curve.loss_low, curve.loss_high, rtol=1e-9)
+
+
+def test_cross_entropy_ode_matches_direct_simulation_for_small_steps():
+    net = _net(outputs=3)
+    x, _, y = _data(outputs=3)
+    sde = LinearizedSDE(net, x, y, loss="ce", num_samples=len(x), projection_dim=10_000, rank=72)
+    steps = 200
+    curve = sde.predict_curve(lr=0.05, batch_size=len(x), steps=steps, points=11)
+    truth = _simulate_linear_model(net, x, y, "ce", 0.05, steps)
+    np.testing.assert_allclose(curve.loss.to_numpy(), truth[curve.step.to_numpy()], rtol=2e-3)
+    assert curve.accuracy.between(0, 1).all()
+
+
+def test_sketch_keeps_the_gram_matrix_close():
+    net = _net()
+    x, _, _ = _data(n=16)
+    exact = sketched_jacobian(net, x, projection_dim=10_000).reshape(32, -1)
+    sketched = sketched_jacobian(net, x, projection_dim=8, seed=3).reshape(32, -1)
+    g_exact, g_sketch = exact @ exact.T, sketched @ sketched.T
+    assert sketched.shape[1] < exact.shape[1]
+    rel = torch.linalg.norm(g_sketch - g_exact) / torch.linalg.norm(g_exact)
+    assert rel < 0.5
+
+
+def test_sgd_noise_raises_the_loss_and_widens_the_band():
+    net = _net()
+    x, y, _ = _data(n=64)
+    sde = LinearizedSDE(net, x, y, loss="mse", num_samples=64, projection_dim=10_000)
+    full = sde.predict_curve(lr=0.2, batch_size=64, steps=100)
+    small = sde.predict_curve(lr=0.2, batch_size=4, steps=100)
+    assert small.loss.iloc[-1] > full.loss.iloc[-1]
+    assert (small.loss_high - small.loss_low).iloc[-1] > 0
+    assert (small.loss_low <= small.loss).all() and (small.loss <= small.loss_high).all()
+
+
+def test_steps_to_loss_and_unreachable_targets():
+    net = _net()
+    x, y, _ = _data()
+    sde = LinearizedSDE(net, x, y, loss="mse", num_samples=len(x), projection_dim=10_000)
+    curve = sde.predict_curve(lr=0.2, batch_size=len(x), steps=400, points=401)
+    target = float(curve.loss.iloc[100])
+    est = sde.steps_to_loss(target, lr=0.2, batch_size=len(x), max_steps=400)
+    assert abs(est.steps - 100) <= 2 and est.low <= est.steps <= est.high
+    never = sde.steps_to_loss(0.0, lr=0.2, batch_size=len(x), max_steps=400)
+    assert math.isinf(never.steps)
+    linear = sde.steps_to_loss(target, lr=0.2, batch_size=len(x), schedule="linear", max_steps=2000)
+    assert linear.steps > est.steps  # decaying the rate costs steps for the same target
+    assert est.weight_decay == "standard"
+
+
+def test_steps_to_accuracy():
+    net = _net(outputs=3)
+    x, _, y = _data(outputs=3)
+    sde = LinearizedSDE(net, x, y, loss="ce", num_samples=len(x), projection_dim=10_000)
+    est = sde.steps_to_accuracy(0.6, lr=0.5, batch_size=len(x), max_steps=3000)
+    assert est.steps < math.inf
+    with pytest.raises(InvalidInputError, match="accuracy must be in"):
+        sde.steps_to_accuracy(1.5, lr=0.5, batch_size=len(x))
+
+
+def test_bad_input_is_named():
+    net = _net()
+    x, y, labels = _data()
+    with pytest.raises(InvalidInputError, match="empty"):
+        LinearizedSDE(net, x[:0], y[:0], loss="mse")
+    with pytest.raises(InvalidInputError, match="shape"):
+        LinearizedSDE(net, x, y[:, :1], loss="mse")
+    with pytest.raises(InvalidInputError, match="labels must be in"):
+        LinearizedSDE(net, x, labels + 5, loss="ce")
+    with pytest.raises(InvalidInputError, match="differ in length"):
+        LinearizedSDE(net, x, y[:3], loss="mse")
+    with pytest.raises(InvalidInputError, match="loss"):
+        LinearizedSDE(net, x, y, loss="hinge")
+    sde = LinearizedSDE(net, x, y, loss="mse", num_samples=8)
+    for kwargs, match in (
+        ({"lr": 0.0, "batch_size": 4}, "lr"),
+        ({"lr": -1.0, "batch_size": 4}, "lr"),
+        ({"lr": 0.1, "batch_size": 1000}, "larger than the data set"),
+        ({"lr": 0.1, "batch_size": 4, "momentum": 1.0}, "momentum"),
+        ({"lr": 0.1, "batch_size": 4, "schedule": "exp"}, "unknown schedule"),
+    ):
+        with pytest.raises(InvalidInputError, match=match):
+            sde.predict_curve(**kwargs, steps=10)
+    with pytest.raises(InvalidInputError, match="target"):
+        sde.steps_to_loss(-1.0, lr=0.1, batch_size=4)

@@ -1,0 +1,12 @@
+"""Dynamics engine: steps to a target loss without training (linearized SDE)."""
+
+from ttp_search.dynamics.jacobian import sketched_jacobian, weight_direction
+from ttp_search.dynamics.sde import LinearizedSDE, StepsEstimate, schedule_factors
+
+__all__ = [
+    "LinearizedSDE",
+    "StepsEstimate",
+    "schedule_factors",
+    "sketched_jacobian",
+    "weight_direction",
+]

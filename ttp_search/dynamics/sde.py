@@ -1,0 +1,407 @@
+"""Linearized SGD dynamics of fine-tuning, in function space (Zancato et al., NeurIPS 2020).
+
+Near the pretrained weights w0 the network is close to its linearization
+``f(x; w) ≈ f0(x) + J(x)(w − w0)``; its training moves in function space, whose size is
+(samples × outputs) whatever the parameter count. With the Gram matrix ``Θ = J Jᵀ = U Λ Uᵀ``:
+
+* MSE (``F.mse_loss``, mean over samples and outputs): each eigen-direction k of the
+  residual ``f − Y`` obeys a linear recurrence with curvature ``κ_k = 2 λ_k / (n C)``, run
+  exactly step by step for any learning-rate schedule, momentum (PyTorch's heavy ball) and
+  weight decay (standard decay toward 0 drifts by ``ω J w0``; decay toward w0 does not).
+* Cross-entropy (``F.cross_entropy``, mean over samples): the ODE ``ḟ = −Θ (softmax f − Y)/n``
+  in the top eigen-directions, integrated by SciPy in cumulative learning rate; momentum enters
+  as the effective rate η/(1 − m).
+* SGD noise: an Ornstein–Uhlenbeck variance per direction, fed by the minibatch gradient
+  covariance (approximated as loss × Θ²/n, the paper's approximation) scaled by (1/B − 1/N) for
+  sampling without replacement; it raises the expected loss and gives the interval.
+
+Computed on ``num_samples`` samples: the per-sample normalisation makes the per-direction
+rates ``λ/n`` estimates of the full data set's, so predictions are for the full training loss.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.integrate import solve_ivp
+from scipy.special import log_softmax, softmax
+from torch import nn
+
+from ttp_search.dynamics.jacobian import sketched_jacobian, weight_direction
+from ttp_search.errors import InvalidInputError
+
+Loss = Literal["ce", "mse"]
+Schedule = str | Callable[[np.ndarray], np.ndarray]
+_Z = 1.2815515655446004  # 80% two-sided normal quantile
+
+
+@dataclass(frozen=True)
+class StepsEstimate:
+    """Steps to a target, with an interval; ``math.inf`` when the target is unreachable."""
+
+    steps: float
+    low: float
+    high: float
+    target: float
+    weight_decay: str
+
+
+def schedule_factors(schedule: Schedule, steps: int) -> np.ndarray:
+    """Learning-rate factor of each of ``steps`` steps (``η_t / η``)."""
+    k = np.arange(steps, dtype=np.float64)
+    if callable(schedule):
+        out = np.asarray(schedule(k), dtype=np.float64)
+        if out.shape != k.shape or not np.all(np.isfinite(out)) or np.any(out < 0):
+            raise InvalidInputError("a schedule callable must map steps to factors >= 0")
+        return out
+    if schedule == "constant":
+        return np.ones(steps)
+    if schedule == "linear":  # LinearDecayLR: η(1 − t/T)
+        return 1.0 - k / steps
+    if schedule == "cosine":  # CosineAnnealingLR with T_max = steps
+        return 0.5 * (1.0 + np.cos(np.pi * k / steps))
+    if schedule == "step":  # MultiStepLR, milestones at 50% and 75%, gamma 0.1
+        return np.where(k < steps // 2, 1.0, np.where(k < (3 * steps) // 4, 0.1, 0.01))
+    raise InvalidInputError(
+        f"unknown schedule {schedule!r}: use constant, linear, cosine, step or a callable"
+    )
+
+
+class LinearizedSDE:
+    """Predict SGD fine-tuning curves and steps to a target loss without training.
+
+    Args:
+        model: the pretrained network (evaluated in eval mode; not modified).
+        inputs, targets: the fine-tuning training set. ``loss="ce"``: integer class labels;
+            ``loss="mse"``: targets shaped like the model's outputs.
+        num_samples: samples used for the Jacobian (a seeded random subset when fewer).
+        projection_dim: coordinates kept per parameter tensor (CountSketch above that).
+        rank: eigen-directions kept for cross-entropy (the ODE's dimension).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+        <torch._C.Generator object at ...>
+        >>> net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+        >>> x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+        >>> sde = LinearizedSDE(net, x, y, loss="ce", num_samples=64)
+        >>> curve = sde.predict_curve(lr=0.1, batch_size=16, steps=200)
+        >>> list(curve.columns)
+        ['step', 'loss', 'loss_low', 'loss_high', 'accuracy']
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        *,
+        loss: Loss = "ce",
+        num_samples: int = 512,
+        projection_dim: int = 2000,
+        seed: int = 0,
+        rank: int = 256,
+    ) -> None:
+        if loss not in ("ce", "mse"):
+            raise InvalidInputError(f"loss must be 'ce' or 'mse', got {loss!r}")
+        if not isinstance(inputs, torch.Tensor) or not isinstance(targets, torch.Tensor):
+            raise InvalidInputError("inputs and targets must be tensors")
+        if inputs.shape[0] == 0:
+            raise InvalidInputError("the data set is empty")
+        if targets.shape[0] != inputs.shape[0]:
+            raise InvalidInputError(
+                f"inputs ({inputs.shape[0]}) and targets ({targets.shape[0]}) differ in length"
+            )
+        for name, value in (
+            ("num_samples", num_samples),
+            ("projection_dim", projection_dim),
+            ("rank", rank),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInputError(f"{name} must be an integer >= 1, got {value!r}")
+        self.loss, self.N = loss, int(inputs.shape[0])
+        gen = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(self.N, generator=gen)[: min(num_samples, self.N)]
+        x = inputs[idx]
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                f0 = model(x).detach().to(torch.float64)
+            if f0.ndim == 1:
+                f0 = f0[:, None]
+            self.n, self.C = f0.shape
+            self.Y = self._encode_targets(targets[idx])
+            J = sketched_jacobian(model, x, projection_dim=projection_dim, seed=seed)
+            d0 = weight_direction(model, x).reshape(self.n, self.C)
+        finally:
+            model.train(was_training)
+        Jf = J.reshape(self.n * self.C, -1)
+        lam, U = torch.linalg.eigh(Jf @ Jf.T)
+        order = torch.argsort(lam, descending=True)
+        self.eigenvalues = lam[order].clamp_min(0).numpy()
+        self.U = U[:, order].numpy()
+        self.f0 = f0.numpy()
+        self.d0 = d0.numpy()
+        self.rank = min(rank, int((self.eigenvalues > 1e-12 * self.eigenvalues[0]).sum()))
+
+    def _encode_targets(self, y: torch.Tensor) -> np.ndarray:
+        if self.loss == "ce":
+            if y.dtype.is_floating_point or y.ndim != 1:
+                raise InvalidInputError(
+                    f"cross-entropy targets must be integer class labels of shape (N,), "
+                    f"got {tuple(y.shape)} {y.dtype}"
+                )
+            if y.min() < 0 or y.max() >= self.C:
+                raise InvalidInputError(
+                    f"labels must be in [0, {self.C}): the model has {self.C} outputs, "
+                    f"labels span [{int(y.min())}, {int(y.max())}]"
+                )
+            return np.eye(self.C)[y.numpy()]
+        y = y.to(torch.float64)
+        if y.ndim == 1 and self.C == 1:
+            y = y[:, None]
+        if tuple(y.shape) != (self.n, self.C):
+            raise InvalidInputError(
+                f"MSE targets must match the outputs' shape (N, {self.C}), got "
+                f"{tuple(y.shape[1:])} per sample"
+            )
+        return y.numpy()
+
+    # ------------------------------------------------------------------ predictions
+
+    def _check(self, lr, batch_size, momentum, weight_decay, steps, decay) -> None:
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise InvalidInputError(f"lr must be a finite number > 0, got {lr!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if batch_size > self.N:
+            raise InvalidInputError(
+                f"batch_size {batch_size} is larger than the data set ({self.N} samples)"
+            )
+        if not 0 <= momentum < 1:
+            raise InvalidInputError(f"momentum must be in [0, 1), got {momentum!r}")
+        if not (math.isfinite(weight_decay) and weight_decay >= 0):
+            raise InvalidInputError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise InvalidInputError(f"steps must be an integer >= 1, got {steps!r}")
+        if decay not in ("standard", "to_init"):
+            raise InvalidInputError(f"decay must be 'standard' or 'to_init', got {decay!r}")
+
+    def predict_curve(
+        self,
+        lr: float,
+        batch_size: int,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        steps: int = 1000,
+        schedule: Schedule = "constant",
+        *,
+        decay: str = "standard",
+        points: int = 200,
+    ) -> pd.DataFrame:
+        """Predicted training loss (mean, 80% band) and accuracy at up to ``points`` steps.
+
+        ``decay="standard"`` is PyTorch's ``weight_decay`` (toward 0); ``"to_init"`` decays
+        toward the pretrained weights. The DataFrame's ``attrs["weight_decay"]`` says which.
+        """
+        self._check(lr, batch_size, momentum, weight_decay, steps, decay)
+        eta = lr * schedule_factors(schedule, steps)
+        grid = np.unique(np.linspace(0, steps, min(points, steps + 1)).round().astype(int))
+        if self.loss == "mse":
+            df = self._mse(eta, batch_size, momentum, weight_decay, decay, grid)
+        else:
+            df = self._ce(eta, batch_size, momentum, weight_decay, decay, grid)
+        df.attrs["weight_decay"] = decay
+        return df
+
+    def _noise(self, batch_size: int) -> float:
+        return max(1.0 / batch_size - 1.0 / self.N, 0.0)
+
+    def _mse(self, eta, batch_size, momentum, wd, decay, grid) -> pd.DataFrame:
+        nC = self.n * self.C
+        kappa = 2.0 * self.eigenvalues / nC
+        a0 = self.U.T @ (self.f0 - self.Y).ravel()
+        drift = self.U.T @ self.d0.ravel() if decay == "standard" else np.zeros_like(a0)
+        a, v = a0.copy(), np.zeros_like(a0)
+        var = np.zeros_like(a0)
+        noise = self._noise(batch_size)
+        eff = 1.0 / (1.0 - momentum)
+        out, want = [], set(grid.tolist())
+        for t in range(len(eta) + 1):
+            if t in want:
+                mean_loss = (a @ a + var.sum()) / nC
+                sd = math.sqrt(float(np.sum(2 * var**2 + 4 * a**2 * var))) / nC
+                out.append((t, mean_loss, max(mean_loss - _Z * sd, 0.0), mean_loss + _Z * sd))
+            if t == len(eta):
+                break
+            g = kappa * a + wd * (drift + a - a0)
+            v = momentum * v + g
+            a = a - eta[t] * v
+            # Ornstein–Uhlenbeck variance, momentum as the effective rate η/(1 − m).
+            loss_t = (a @ a + var.sum()) / nC
+            shrink = (1.0 - eta[t] * eff * (kappa + wd)) ** 2
+            var = shrink * var + (eta[t] * eff) ** 2 * noise * self.n * kappa**2 * loss_t
+        df = pd.DataFrame(out, columns=["step", "loss", "loss_low", "loss_high"])
+        df["accuracy"] = np.nan  # MSE targets need not be classes
+        return df
+
+    def _ce(self, eta, batch_size, momentum, wd, decay, grid) -> pd.DataFrame:
+        r = self.rank
+        U, lam = self.U[:, :r], self.eigenvalues[:r]
+        f0 = self.f0.ravel()
+        drift = U.T @ self.d0.ravel() if decay == "standard" else np.zeros(r)
+        labels = self.Y.argmax(axis=1)
+        eff = 1.0 / (1.0 - momentum)
+        tau = np.concatenate([[0.0], np.cumsum(eta * eff)])  # cumulative effective lr
+
+        def probs(z):
+            return softmax((f0 + U @ z).reshape(self.n, self.C), axis=1)
+
+        def rhs(_, z):
+            grad = (probs(z) - self.Y).ravel() / self.n
+            return -(lam * (U.T @ grad)) - wd * (drift + z)
+
+        sol = solve_ivp(
+            rhs,
+            (0.0, tau[-1]),
+            np.zeros(r),
+            t_eval=tau[grid],
+            method="RK45",
+            rtol=1e-5,
+            atol=1e-8,
+        )
+        if not sol.success:
+            raise InvalidInputError(f"the cross-entropy dynamics did not integrate: {sol.message}")
+        noise = self._noise(batch_size)
+        rows = []
+        var = np.zeros(r)
+        prev_t = 0
+        for j, t in enumerate(grid):
+            z = sol.y[:, j]
+            logits = (f0 + U @ z).reshape(self.n, self.C)
+            logp = log_softmax(logits, axis=1)
+            loss = float(-np.mean(np.sum(self.Y * logp, axis=1)))
+            p = np.exp(logp)
+            curv = float(np.mean(1.0 - np.sum(p**2, axis=1)))  # softmax curvature, averaged
+            kappa = lam * curv / self.n
+            grad_k = U.T @ (p - self.Y).ravel() / self.n
+            # Minibatch gradient covariance ≈ (per-output squared residual) × Θ²/n.
+            s2 = float(np.mean((p - self.Y) ** 2))
+            q = noise * (lam / self.n) ** 2 * self.n * s2
+            for s in range(prev_t, t):  # the OU variance between grid points
+                shrink = (1.0 - eta[s] * eff * (kappa + wd)) ** 2
+                var = shrink * var + (eta[s] * eff) ** 2 * q
+            prev_t = t
+            # E[L(f + δ)] ≈ L(f) + ½ tr(H Σ), H ≈ (softmax curvature / n) per direction.
+            mean = loss + 0.5 * curv / self.n * float(var.sum())
+            sd = math.sqrt(float(np.sum(grad_k**2 * var)) + 0.5 * float(np.sum(kappa**2 * var**2)))
+            acc = float(np.mean(logits.argmax(axis=1) == labels))
+            rows.append((t, mean, max(mean - _Z * sd, 0.0), mean + _Z * sd, acc))
+        return pd.DataFrame(rows, columns=["step", "loss", "loss_low", "loss_high", "accuracy"])
+
+    # ------------------------------------------------------------------ steps to a target
+
+    def steps_to_loss(
+        self,
+        target: float,
+        *,
+        lr: float,
+        batch_size: int,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        schedule: Schedule = "constant",
+        decay: str = "standard",
+        max_steps: int = 100_000,
+    ) -> StepsEstimate:
+        """First step at which the predicted loss is at or below ``target``.
+
+        With ``schedule="linear"`` (or cosine/step) the answer is the shortest budget T whose
+        schedule, decaying to its end at T, ends at or below the target. ``low``/``high`` are
+        the steps at which the 80% band's low and high edges reach it. ``math.inf`` when the
+        target is not reached within ``max_steps`` (a legitimate answer, not an error).
+        """
+        if not (isinstance(target, (int, float)) and math.isfinite(target) and target >= 0):
+            raise InvalidInputError(f"target must be a finite loss >= 0, got {target!r}")
+        return self._steps_to(
+            lambda df, col: df[col] <= target,
+            target,
+            lr,
+            batch_size,
+            momentum,
+            weight_decay,
+            schedule,
+            decay,
+            max_steps,
+        )
+
+    def steps_to_accuracy(
+        self,
+        target: float,
+        *,
+        lr: float,
+        batch_size: int,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        schedule: Schedule = "constant",
+        decay: str = "standard",
+        max_steps: int = 100_000,
+    ) -> StepsEstimate:
+        """First step at which the predicted training accuracy reaches ``target`` (CE only)."""
+        if self.loss != "ce":
+            raise InvalidInputError("accuracy needs class labels: use loss='ce'")
+        if not 0 <= target <= 1:
+            raise InvalidInputError(f"target accuracy must be in [0, 1], got {target!r}")
+        return self._steps_to(
+            lambda df, col: df["accuracy"] >= target,
+            target,
+            lr,
+            batch_size,
+            momentum,
+            weight_decay,
+            schedule,
+            decay,
+            max_steps,
+        )
+
+    def _steps_to(self, reached, target, lr, bs, mom, wd, schedule, decay, max_steps):
+        self._check(lr, bs, mom, wd, max_steps, decay)
+        found = {}
+        if schedule == "constant":
+            df = self.predict_curve(lr, bs, mom, wd, max_steps, "constant", decay=decay, points=400)
+            for col in ("loss", "loss_low", "loss_high"):
+                hit = df.step[reached(df, col)]
+                found[col] = float(hit.iloc[0]) if len(hit) else math.inf
+        else:
+            for col in ("loss", "loss_low", "loss_high"):
+                found[col] = self._shortest_budget(
+                    reached, col, lr, bs, mom, wd, schedule, decay, max_steps
+                )
+        # The band's low edge reaches a loss target first; for accuracy only the mean exists.
+        low, high = sorted((found["loss_low"], found["loss_high"]))
+        return StepsEstimate(
+            found["loss"], min(low, found["loss"]), max(high, found["loss"]), float(target), decay
+        )
+
+    def _shortest_budget(self, reached, col, lr, bs, mom, wd, schedule, decay, max_steps):
+        def ok(T: int) -> bool:
+            df = self.predict_curve(lr, bs, mom, wd, T, schedule, decay=decay, points=2)
+            return bool(reached(df.iloc[[-1]], col).iloc[0])
+
+        if not ok(max_steps):
+            return math.inf
+        lo, hi = 0, max_steps  # ok(hi) holds; find the smallest such budget by bisection
+        while hi - lo > max(1, hi // 200):
+            mid = (lo + hi) // 2
+            if mid >= 1 and ok(mid):
+                hi = mid
+            else:
+                lo = mid
+        return float(hi)
