@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-cost test lint bench-cost bench-curves bench-pruners bench-ray curves-data calibrate clean-venv
+.PHONY: demo demo-cost test lint bench-cost bench-curves bench-pruners bench-ray bench-steps curves-data calibrate clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,9 @@ bench-curves: $(STAMP)
 
 bench-pruners: $(STAMP)
 	$(BIN)/python scripts/bench_pruners.py
+
+bench-steps: $(STAMP)
+	$(BIN)/python scripts/bench_steps_to_loss.py
 
 bench-ray: $(STAMP)
 	$(BIN)/python scripts/bench_ray.py --live

@@ -165,3 +165,31 @@ def test_missing_calibration_is_explained(monkeypatch, tmp_path):
     )
     assert result.exit_code == 2
     assert "ttp time calibrate" in result.output
+
+
+DIGITS_NET = """
+from torch import nn
+def make():
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.Tanh(), nn.Linear(16, 10))
+"""
+
+
+def test_steps_predict_json_and_errors(tmp_path):
+    factory = tmp_path / "digits_net.py"
+    factory.write_text(DIGITS_NET)
+    spec = f"{factory}:make"
+    common = ["steps", "predict", spec, "--num-samples", "32", "--steps", "100"]
+    out = _json(runner.invoke(app, [*common, "--lr", "0.1", "--target-loss", "2.0", "--json"]))
+    assert out["weight_decay_mode"] == "standard"
+    assert set(out["curve"]) == {"step", "loss", "loss_low", "loss_high", "accuracy"}
+    assert out["steps_to"]["loss"]["low"] <= out["steps_to"]["loss"]["steps"]
+    table = runner.invoke(app, [*common, "--lr", "0.1", "--target-accuracy", "0.5"])
+    assert table.exit_code == 0 and "steps to accuracy 0.5" in table.stdout
+    for args, message in (
+        (["--lr", "0"], "lr must be"),
+        (["--lr", "0.1", "--batch-size", "100000"], "larger than the data set"),
+        (["--lr", "0.1", "--data", "cifar"], "--data must be"),
+        (["--lr", "0.1", "--schedule", "exp"], "unknown schedule"),
+    ):
+        result = runner.invoke(app, [*common, *args])
+        assert result.exit_code == 2 and message in result.output, result.output

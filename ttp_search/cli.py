@@ -22,6 +22,11 @@ time_app = typer.Typer(
     help="Seconds per training step: calibrate, predict, measure.", no_args_is_help=True
 )
 app.add_typer(time_app, name="time")
+steps_app = typer.Typer(
+    help="Steps to a target loss, predicted without training (linearized SDE).",
+    no_args_is_help=True,
+)
+app.add_typer(steps_app, name="steps")
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -190,6 +195,82 @@ def time_measure(
         f"measured step time: [bold]{result.step_time_s * 1e3:.2f} ms[/] (median of "
         f"{len(result.samples_s)}) on {result.device}, {torch.get_num_threads()} threads"
     )
+
+
+@steps_app.command("predict")
+def steps_predict(
+    model: ModelArg,
+    data: Annotated[str, typer.Option("--data", help="digits | mnist1d (bundled)")] = "digits",
+    loss: Annotated[str, typer.Option("--loss", help="ce | mse (one-hot targets)")] = "ce",
+    lr: Annotated[float, typer.Option("--lr", help="learning rate (> 0)")] = 0.01,
+    batch_size: BatchOpt = 32,
+    momentum: Annotated[float, typer.Option("--momentum")] = 0.0,
+    weight_decay: Annotated[float, typer.Option("--weight-decay")] = 0.0,
+    steps: Annotated[int, typer.Option("--steps", help="steps of the predicted curve")] = 1000,
+    schedule: Annotated[str, typer.Option("--schedule", help="constant|linear|cosine|step")] = (
+        "constant"
+    ),
+    target_loss: Annotated[float | None, typer.Option("--target-loss")] = None,
+    target_accuracy: Annotated[float | None, typer.Option("--target-accuracy")] = None,
+    num_samples: Annotated[int, typer.Option("--num-samples")] = 256,
+    weights: Annotated[str | None, typer.Option("--weights", help="state_dict .pt file")] = None,
+    model_kwargs: KwargsOpt = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Predict the fine-tuning curve and the steps to a target, without training."""
+    from ttp_search.data import digits, mnist1d
+    from ttp_search.dynamics import LinearizedSDE
+    from ttp_search.model_specs import load_model
+
+    if data not in ("digits", "mnist1d"):
+        _fail(f"--data must be digits or mnist1d, got {data!r}")
+    try:
+        net = load_model(model, _kwargs(model_kwargs))
+        if weights:
+            try:
+                net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+            except (OSError, RuntimeError) as exc:
+                _fail(f"--weights {weights!r} could not be loaded: {exc}")
+        x, y, _, _ = digits() if data == "digits" else mnist1d()
+        if loss == "mse":
+            y = torch.nn.functional.one_hot(y, int(y.max()) + 1).float()
+        sde = LinearizedSDE(net.float(), x, y, loss=loss, num_samples=num_samples)
+        hp = dict(lr=lr, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay)
+        curve = sde.predict_curve(**hp, steps=steps, schedule=schedule, points=11)
+        estimates = {}
+        if target_loss is not None:
+            estimates["loss"] = sde.steps_to_loss(target_loss, **hp, schedule=schedule)
+        if target_accuracy is not None:
+            estimates["accuracy"] = sde.steps_to_accuracy(target_accuracy, **hp, schedule=schedule)
+    except TTPSearchError as exc:
+        _fail(str(exc))
+    except RuntimeError as exc:  # the model cannot take this data set's inputs
+        _fail(f"{model} cannot run on {data} inputs {tuple(x.shape[1:])}: {exc}")
+    if as_json:
+        out = {
+            "model": model,
+            "data": data,
+            "loss": loss,
+            "weight_decay_mode": curve.attrs["weight_decay"],
+            "curve": curve.to_dict(orient="list"),
+            "steps_to": {
+                k: {"target": e.target, "steps": e.steps, "low": e.low, "high": e.high}
+                for k, e in estimates.items()
+            },
+        }
+        sys.stdout.write(json.dumps(out, default=float) + "\n")
+        return
+    table = Table(title=f"{model} on {data}: lr {lr:g}, batch {batch_size}, {schedule}")
+    for col in ("step", "loss", "80% band", "accuracy"):
+        table.add_column(col, justify="right")
+    for r in curve.itertuples():
+        acc = "" if r.accuracy != r.accuracy else f"{r.accuracy:.3f}"
+        table.add_row(str(r.step), f"{r.loss:.4f}", f"{r.loss_low:.4f}–{r.loss_high:.4f}", acc)
+    console.print(table)
+    for kind, e in estimates.items():
+        console.print(
+            f"steps to {kind} {e.target:g}: [bold]{e.steps:g}[/] (80% interval {e.low:g}–{e.high:g})"
+        )
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -107,7 +107,7 @@ class LinearizedSDE:
         num_samples: int = 512,
         projection_dim: int = 2000,
         seed: int = 0,
-        rank: int = 256,
+        rank: int = 1024,
     ) -> None:
         if loss not in ("ce", "mse"):
             raise InvalidInputError(f"loss must be 'ce' or 'mse', got {loss!r}")
@@ -302,7 +302,8 @@ class LinearizedSDE:
             prev_t = t
             # E[L(f + δ)] ≈ L(f) + ½ tr(H Σ), H ≈ (softmax curvature / n) per direction.
             mean = loss + 0.5 * curv / self.n * float(var.sum())
-            sd = math.sqrt(float(np.sum(grad_k**2 * var)) + 0.5 * float(np.sum(kappa**2 * var**2)))
+            hess = curv / self.n  # the mean loss's curvature in logit space, per direction
+            sd = math.sqrt(float(np.sum(grad_k**2 * var)) + 0.5 * hess**2 * float(np.sum(var**2)))
             acc = float(np.mean(logits.argmax(axis=1) == labels))
             rows.append((t, mean, max(mean - _Z * sd, 0.0), mean + _Z * sd, acc))
         return pd.DataFrame(rows, columns=["step", "loss", "loss_low", "loss_high", "accuracy"])

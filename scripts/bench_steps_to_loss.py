@@ -1,0 +1,320 @@
+"""Benchmark the linearized SDE's steps-to-target against real SGD fine-tuning (make bench-steps).
+
+Pretraining happens here (no downloads): a small CNN learns digits 0-4, then a fresh head is
+fine-tuned on digits 5-9. Ground truth: real SGD fine-tuning of every configuration of a grid
+(learning rate x batch size x momentum x loss, plus weight decay and a linear-decay schedule),
+2 seeds, recording the full training loss every few steps; the true steps to a target are the
+first step at which the mean over seeds reaches it. Targets: 50% and 25% of the initial loss.
+Baselines side by side: (i) a reference configuration's measured steps rescaled by the
+effective learning rate lr/(1 - momentum); (ii) the measured loss curve's first 10% of steps
+extrapolated (ttp_search.curves.extrapolate) until it reaches the target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import math
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_cost_model import write_section
+
+from ttp_search.curves import extrapolate
+from ttp_search.data import digits
+from ttp_search.dynamics import LinearizedSDE, schedule_factors
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_STEPS = 1500
+EVERY = 5
+FRACTIONS = (0.5, 0.25)
+
+
+def backbone() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(128, 64),
+        nn.ReLU(),
+    )
+
+
+def pretrained(seed: int = 0) -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+    """Pretrain on digits 0-4; return backbone + a fresh 5-way head, and the 5-9 data."""
+    torch.manual_seed(seed)
+    x, y, _, _ = digits()
+    body = backbone()
+    head = nn.Linear(64, 5)
+    net = nn.Sequential(body, head)
+    src = y < 5
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(300):
+        idx = torch.randint(int(src.sum()), (64,))
+        loss = F.cross_entropy(net(x[src][idx]), y[src][idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    torch.manual_seed(seed + 1)
+    model = nn.Sequential(body, nn.Linear(64, 5))
+    dst = y >= 5
+    return model, (x[dst], y[dst] - 5)
+
+
+def targets_for(loss: str, y: torch.Tensor) -> torch.Tensor:
+    return y if loss == "ce" else F.one_hot(y, 5).float()
+
+
+def train_curve(model, x, y, cfg, seed) -> np.ndarray:
+    """Full-training-set loss every EVERY steps of real SGD fine-tuning."""
+    net = _copy(model)
+    opt = torch.optim.SGD(
+        net.parameters(), lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["wd"]
+    )
+    factors = schedule_factors(cfg["schedule"], MAX_STEPS)
+    gen = torch.Generator().manual_seed(seed)
+    t = targets_for(cfg["loss"], y)
+    lossf = F.cross_entropy if cfg["loss"] == "ce" else F.mse_loss
+    out = []
+    for step in range(MAX_STEPS + 1):
+        if step % EVERY == 0:
+            with torch.no_grad():
+                out.append(lossf(net(x), t).item())
+        if step == MAX_STEPS:
+            break
+        for group in opt.param_groups:
+            group["lr"] = cfg["lr"] * factors[step]
+        perm = torch.randperm(len(y), generator=gen)[: cfg["batch_size"]]
+        loss = lossf(net(x[perm]), t[perm])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return np.array(out)
+
+
+def _copy(model: nn.Module) -> nn.Module:
+    return copy.deepcopy(model)
+
+
+def first_step(curve: np.ndarray, target: float) -> float:
+    hit = np.flatnonzero(curve <= target)
+    return float(hit[0] * EVERY) if hit.size else math.inf
+
+
+def extrapolation_baseline(curve: np.ndarray, target: float) -> float:
+    n = max(4, int(0.1 * len(curve)))
+    steps = np.arange(n) * EVERY + 1.0
+    seen = curve[:n]
+    if seen.min() <= target:
+        return first_step(curve[:n], target)
+
+    def end(budget):
+        return extrapolate(steps, seen, budget).mean
+
+    lo, hi = float(steps[-1]), float(MAX_STEPS * 8)
+    if end(hi) > target:
+        return math.inf
+    for _ in range(30):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if end(mid) > target else (lo, mid)
+    return hi
+
+
+def grid() -> list[dict]:
+    cfgs = [
+        {"lr": lr, "batch_size": bs, "momentum": m, "wd": 0.0, "schedule": "constant", "loss": lo}
+        for lr, bs, m, lo in itertools.product(
+            (0.01, 0.03, 0.1), (16, 64), (0.0, 0.9), ("ce", "mse")
+        )
+    ]
+    cfgs += [
+        {
+            "lr": lr,
+            "batch_size": 32,
+            "momentum": 0.9,
+            "wd": 1e-3,
+            "schedule": "constant",
+            "loss": lo,
+        }
+        for lr, lo in itertools.product((0.01, 0.03, 0.1), ("ce", "mse"))
+    ]
+    cfgs += [
+        {"lr": lr, "batch_size": 32, "momentum": 0.9, "wd": 0.0, "schedule": "linear", "loss": lo}
+        for lr, lo in itertools.product((0.01, 0.03, 0.1), ("ce", "mse"))
+    ]
+    return cfgs
+
+
+def run(seeds: int, num_samples: int) -> pd.DataFrame:
+    model, (x, y) = pretrained()
+    sdes, init_s = {}, {}
+    for loss in ("ce", "mse"):
+        t0 = time.perf_counter()
+        sdes[loss] = LinearizedSDE(
+            _copy(model), x, targets_for(loss, y), loss=loss, num_samples=num_samples
+        )
+        init_s[loss] = time.perf_counter() - t0
+    rows = []
+    cfgs = grid()
+    for cfg in tqdm(cfgs, desc="configurations"):
+        t0 = time.perf_counter()
+        curves = np.mean([train_curve(model, x, y, cfg, s) for s in range(seeds)], axis=0)
+        train_s = (time.perf_counter() - t0) / seeds
+        sde = sdes[cfg["loss"]]
+        for frac in FRACTIONS:
+            target = frac * curves[0]
+            true = first_step(curves, target)
+            if not math.isfinite(true):
+                continue
+            t0 = time.perf_counter()
+            if cfg["schedule"] == "constant":
+                est = sde.steps_to_loss(
+                    target,
+                    lr=cfg["lr"],
+                    batch_size=cfg["batch_size"],
+                    momentum=cfg["momentum"],
+                    weight_decay=cfg["wd"],
+                    max_steps=MAX_STEPS * 4,
+                )
+            else:  # the linear run decays over MAX_STEPS: predict its curve and read it off
+                c = sde.predict_curve(
+                    cfg["lr"],
+                    cfg["batch_size"],
+                    cfg["momentum"],
+                    cfg["wd"],
+                    MAX_STEPS,
+                    cfg["schedule"],
+                    points=MAX_STEPS // EVERY + 1,
+                )
+                est = type("E", (), {})()
+                est.steps = first_step(c.loss.to_numpy(), target)
+                est.low = first_step(c.loss_low.to_numpy(), target)
+                est.high = first_step(c.loss_high.to_numpy(), target)
+            pred_s = time.perf_counter() - t0
+            rows.append(
+                {
+                    **cfg,
+                    "fraction": frac,
+                    "target": target,
+                    "true_steps": true,
+                    "pred_steps": est.steps,
+                    "pred_low": min(est.low, est.high),
+                    "pred_high": max(est.low, est.high),
+                    "extrap_steps": extrapolation_baseline(curves, target),
+                    "train_to_target_s": train_s * true / MAX_STEPS,
+                    "predict_s": pred_s,
+                    "init_s": init_s[cfg["loss"]],
+                }
+            )
+    df = pd.DataFrame(rows)
+    # Baseline (i): the reference configuration's steps rescaled by the effective lr.
+    eff = df.lr / (1 - df.momentum)
+    for _, g in df.groupby(["loss", "fraction"]):
+        ref = g[(g.lr == 0.03) & (g.batch_size == 64) & (g.momentum == 0.0) & (g.wd == 0)]
+        if len(ref):
+            r = ref.iloc[0]
+            df.loc[g.index, "rescale_steps"] = r.true_steps * (r.lr / eff[g.index])
+    return df
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for name, col in (
+        ("linearized SDE", "pred_steps"),
+        ("rescaled reference", "rescale_steps"),
+        ("extrapolated first 10%", "extrap_steps"),
+    ):
+        err = (df[col] - df.true_steps).abs() / df.true_steps
+        rows.append(
+            {
+                "method": name,
+                "cases": int(err.notna().sum()),
+                "median_rel_error": float(err.median()),
+                "within_20pct": float((err <= 0.2).mean()),
+                "p90_rel_error": float(err.quantile(0.9)),
+            }
+        )
+    out = pd.DataFrame(rows).set_index("method")
+    covered = (df.pred_low <= df.true_steps) & (df.true_steps <= df.pred_high)
+    out.loc["linearized SDE", "interval_coverage"] = float(covered.mean())
+    amortized = df.predict_s + df.init_s / (len(df) / 2)
+    out.loc["linearized SDE", "cost_ratio_median"] = float(
+        (df.train_to_target_s / amortized).median()
+    )
+    return out
+
+
+def plot(df: pd.DataFrame, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for loss, marker in (("ce", "o"), ("mse", "s")):
+        d = df[df.loss == loss]
+        ax.scatter(d.true_steps, d.pred_steps.replace(np.inf, np.nan), marker=marker, label=loss)
+    lim = [max(1, df.true_steps.min() / 2), df.true_steps.max() * 4]
+    ax.plot(lim, lim, "k--", lw=0.8)
+    ax.fill_between(lim, [v * 0.8 for v in lim], [v * 1.2 for v in lim], color="k", alpha=0.08)
+    ax.set(xscale="log", yscale="log", xlabel="true steps to target", ylabel="predicted steps")
+    ax.set_title("Steps to target loss: linearized SDE vs real SGD")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--num-samples", type=int, default=256)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    df = run(args.seeds, args.num_samples)
+    df.to_csv(ROOT / "docs" / "bench_steps.csv", index=False)
+    summary = summarize(df)
+    by_loss = {
+        loss: summarize(g).loc["linearized SDE", ["median_rel_error", "within_20pct"]]
+        for loss, g in df.groupby("loss")
+    }
+    body = "\n".join(
+        [
+            f"{len(df)} (configuration, target) cases with a reached target; "
+            f"{len(grid())} configurations, {args.seeds} seeds, n = {args.num_samples}.",
+            "",
+            summary.round(3).to_markdown(),
+            "",
+            "By loss: "
+            + "; ".join(
+                f"{k}: median error {v.median_rel_error:.3f}, within 20% {v.within_20pct:.2f}"
+                for k, v in by_loss.items()
+            ),
+            "",
+        ]
+    )
+    print(body)
+    if not args.no_write:
+        img = ROOT / "docs" / "bench_steps.png"
+        plot(df, img)
+        write_section(ROOT / "BENCHMARKS.md", "bench-steps", body + f"\n![steps](docs/{img.name})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
