@@ -1,7 +1,7 @@
 """Benchmark the linearized SDE's steps-to-target against real SGD fine-tuning (make bench-steps).
 
-Pretraining happens here (no downloads): a small CNN learns digits 0-4, then a fresh head is
-fine-tuned on digits 5-9. Ground truth: real SGD fine-tuning of every configuration of a grid
+Pretraining happens here (no downloads): a small CNN learns digits 0-4; a fresh head is
+linear-probed on digits 5-9 and then the whole network is fine-tuned on them (LP-FT). Ground truth: real SGD fine-tuning of every configuration of a grid
 (learning rate x batch size x momentum x loss, plus weight decay and a linear-decay schedule),
 2 seeds, recording the full training loss every few steps; the true steps to a target are the
 first step at which the mean over seeds reaches it. Targets: 50%, 25% and 10% of the initial loss (where reached).
@@ -75,7 +75,19 @@ def pretrained(seed: int = 0) -> tuple[nn.Module, tuple[torch.Tensor, torch.Tens
     torch.manual_seed(seed + 1)
     model = nn.Sequential(body, nn.Linear(64, 5))
     dst = y >= 5
-    return model, (x[dst], y[dst] - 5)
+    x_ft, y_ft = x[dst], y[dst] - 5
+    # Linear probe, then fine-tune everything (LP-FT): fine-tuning starts from a trained head,
+    # the regime in which the linearization is meant to hold.
+    with torch.no_grad():
+        feats = body(x_ft)
+    head_opt = torch.optim.SGD(model[1].parameters(), lr=0.1, momentum=0.9)
+    for _ in range(200):
+        idx = torch.randint(len(y_ft), (64,))
+        loss = F.cross_entropy(model[1](feats[idx]), y_ft[idx])
+        head_opt.zero_grad()
+        loss.backward()
+        head_opt.step()
+    return model, (x_ft, y_ft)
 
 
 def targets_for(loss: str, y: torch.Tensor) -> torch.Tensor:
@@ -249,7 +261,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
                 "cases": int(err.notna().sum()),
                 "median_rel_error": float(err.median()),
                 "within_20pct": float((err <= 0.2).mean()),
-                "p90_rel_error": float(err.quantile(0.9)),
+                "p90_rel_error": float(err.quantile(0.9, interpolation="higher")),
             }
         )
     out = pd.DataFrame(rows).set_index("method")

@@ -251,8 +251,16 @@ class LinearizedSDE:
             a = a - eta[t] * v
             # Ornstein–Uhlenbeck variance, momentum as the effective rate η/(1 − m).
             loss_t = (a @ a + var.sum()) / nC
-            step = np.minimum(eta[t] * eff * (k_t + wd), 1.0)
-            var = (1.0 - step) ** 2 * var + (eta[t] * eff) ** 2 * noise * self.n * k_t**2 * loss_t
+            lr_eff = eta[t] * eff
+            k_v = np.minimum(k_t, 1.0 / lr_eff) if lr_eff > 0 else k_t
+            damp = np.minimum(lr_eff * (k_v + wd), 1.0)
+            gain = noise * self.n * (lr_eff * k_v) ** 2
+            # The noise grows with the loss it raises; past a total gain of 1 the linear model
+            # would feed on itself and explode, which real SGD does not do: cap it at 0.5.
+            loop = float(np.sum(gain / np.maximum(1.0 - (1.0 - damp) ** 2, 1e-12))) / nC
+            if loop > 0.5:
+                gain *= 0.5 / loop
+            var = (1.0 - damp) ** 2 * var + gain * loss_t
         df = pd.DataFrame(out, columns=["step", "loss", "loss_low", "loss_high"])
         df["accuracy"] = np.nan  # MSE targets need not be classes
         return df
