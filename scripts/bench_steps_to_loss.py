@@ -1,7 +1,8 @@
 """Benchmark the linearized SDE's steps-to-target against real SGD fine-tuning (make bench-steps).
 
 Pretraining happens here (no downloads): a small CNN learns digits 0-4; a fresh head is
-linear-probed on digits 5-9 and then the whole network is fine-tuned on them (LP-FT). Ground truth: real SGD fine-tuning of every configuration of a grid
+linear-probed on digits 5-9 (with the configuration's loss) and then the whole network is
+fine-tuned on them (LP-FT). Ground truth: real SGD fine-tuning of every configuration of a grid
 (learning rate x batch size x momentum x loss, plus weight decay and a linear-decay schedule),
 2 seeds, recording the full training loss every few steps; the true steps to a target are the
 first step at which the mean over seeds reaches it. Targets: 50%, 25% and 10% of the initial loss (where reached).
@@ -57,8 +58,10 @@ def backbone() -> nn.Module:
     )
 
 
-def pretrained(seed: int = 0) -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
-    """Pretrain on digits 0-4; return backbone + a fresh 5-way head, and the 5-9 data."""
+def pretrained(
+    seed: int = 0, loss: str = "ce"
+) -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+    """Pretrain on digits 0-4; return backbone + a 5-way head probed with ``loss`` on 5-9."""
     torch.manual_seed(seed)
     x, y, _, _ = digits()
     body = backbone()
@@ -81,11 +84,13 @@ def pretrained(seed: int = 0) -> tuple[nn.Module, tuple[torch.Tensor, torch.Tens
     with torch.no_grad():
         feats = body(x_ft)
     head_opt = torch.optim.SGD(model[1].parameters(), lr=0.1, momentum=0.9)
+    probe_targets = targets_for(loss, y_ft)
+    probe_loss = F.cross_entropy if loss == "ce" else F.mse_loss
     for _ in range(200):
         idx = torch.randint(len(y_ft), (64,))
-        loss = F.cross_entropy(model[1](feats[idx]), y_ft[idx])
+        step_loss = probe_loss(model[1](feats[idx]), probe_targets[idx])
         head_opt.zero_grad()
-        loss.backward()
+        step_loss.backward()
         head_opt.step()
     return model, (x_ft, y_ft)
 
@@ -176,18 +181,19 @@ def grid() -> list[dict]:
 
 
 def run(seeds: int, num_samples: int) -> pd.DataFrame:
-    model, (x, y) = pretrained()
-    sdes, init_s = {}, {}
+    models, sdes, init_s = {}, {}, {}
     for loss in ("ce", "mse"):
+        models[loss], (x, y) = pretrained(loss=loss)
         t0 = time.perf_counter()
         sdes[loss] = LinearizedSDE(
-            _copy(model), x, targets_for(loss, y), loss=loss, num_samples=num_samples
+            _copy(models[loss]), x, targets_for(loss, y), loss=loss, num_samples=num_samples
         )
         init_s[loss] = time.perf_counter() - t0
     rows = []
     cfgs = grid()
     for cfg in tqdm(cfgs, desc="configurations"):
         t0 = time.perf_counter()
+        model = models[cfg["loss"]]
         curves = np.mean([train_curve(model, x, y, cfg, s) for s in range(seeds)], axis=0)
         train_s = (time.perf_counter() - t0) / seeds
         sde = sdes[cfg["loss"]]
