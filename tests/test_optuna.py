@@ -378,3 +378,17 @@ def test_set_budget_records_the_schedule():
     assert trial.user_attrs["ttp:schedule"] == "linear"
     with pytest.raises(InvalidInputError, match="schedule"):
         set_budget(trial, 100, schedule="cosine")
+
+
+def test_planner_sizes_against_the_slow_end_when_the_study_is_ending():
+    from ttp_search.engine import BudgetPlanner
+
+    class Pred:
+        step_time_s, low_s, high_s = 0.01, 0.008, 0.02
+
+    planner = BudgetPlanner(lambda p: Pred(), trial_budget_s=10.0, max_steps=5000, min_steps=10)
+    assert planner.plan({}).steps == 1000  # the per-trial cap at the predicted rate
+    late = planner.plan({}, time_left_s=2.0)
+    assert late.steps == 100 and late.feasible  # 2 s at the slow end, 0.02 s per step
+    over = planner.plan({}, time_left_s=0.1)
+    assert not over.feasible and "remaining time" in over.reason

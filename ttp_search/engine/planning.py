@@ -123,10 +123,15 @@ class BudgetPlanner:
     def plan(self, params: dict[str, Any], time_left_s: float | None = None) -> TrialPlan:
         """Price ``params`` and size its budget within the per-trial cap and the time left."""
         step_s, low_s, high_s = self.step_cost(params)
-        limits = [self.trial_budget_s] if self.trial_budget_s is not None else []
+        caps = []  # steps allowed by each limit
+        if self.trial_budget_s is not None:
+            caps.append(math.floor(self.trial_budget_s / step_s))
         if time_left_s is not None:
-            limits.append(max(time_left_s, 0.0))
-        steps = math.floor(min(limits) / step_s) if limits else self.max_steps
+            # The study's end is a hard wall: size against the slow end of the interval, so
+            # a trial started late still finishes instead of being stopped for time.
+            caps.append(math.floor(max(time_left_s, 0.0) / max(high_s, step_s)))
+        limits = [v for v in (self.trial_budget_s, time_left_s) if v is not None]
+        steps = min(caps) if caps else self.max_steps
         if self.max_steps is not None:
             steps = min(steps, self.max_steps)
         if steps >= self.min_steps:
@@ -137,6 +142,6 @@ class BudgetPlanner:
         what = "the per-trial cap" if by_cap else "the study's remaining time"
         reason = (
             f"predicted {step_s:.3g} s/step: {self.min_steps} steps need "
-            f"{self.min_steps * step_s:.1f} s, over {what} ({min(limits):.1f} s)"
+            f"{self.min_steps * step_s:.1f} s, over {what} ({max(min(limits), 0.0):.1f} s)"
         )
         return TrialPlan(step_s, low_s, high_s, int(steps), False, reason)
