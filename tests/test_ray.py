@@ -194,3 +194,19 @@ def test_tuner_end_to_end_with_a_failing_trainable(local_ray, tmp_path):
     assert ok and all(r.config["ttp_budget_steps"] == 20 for r in ok)
     best = results.get_best_result()
     assert best.metrics["ttp_step"] == 20 and np.isfinite(best.metrics["loss"])
+
+
+def test_scheduler_and_pruner_validate_the_same_options_the_same_way():
+    from ttp_search.optuna import TTPPruner
+
+    for kwargs, match in (
+        ({"interval_steps": 0}, "interval_steps"),
+        ({"time_budget_s": -1.0}, "time_budget_s"),
+        ({"threshold": 2.0}, "threshold"),
+        ({"peer_percentile": -5.0}, "peer_percentile"),
+    ):
+        for cls in (TTPPruner, TTPScheduler):
+            with pytest.raises(InvalidInputError, match=match):
+                cls(**kwargs)
+    with pytest.raises(InvalidInputError, match="mode"):
+        TTPScheduler(mode="up")

@@ -281,3 +281,26 @@ class DecisionCore:
         if len(peers) < max(self.n_startup_trials, 1):
             return None
         return float(np.mean([self.better(mine, v) for v in peers]))
+
+
+def adapter_options(*, interval_steps: int, time_budget_s: float | None, **core_options) -> dict:
+    """Check what every adapter (TTPPruner, TTPScheduler) takes beside the core's options.
+
+    Returns the core's options, validated now (by building a core) rather than at the first
+    report, so a bad option fails where it is written.
+    """
+    if (
+        isinstance(interval_steps, bool)
+        or not isinstance(interval_steps, int)
+        or interval_steps < 1
+    ):
+        raise InvalidInputError(f"interval_steps must be an integer >= 1, got {interval_steps!r}")
+    if time_budget_s is not None and not time_budget_s > 0:
+        raise InvalidInputError(f"time_budget_s must be > 0 or None, got {time_budget_s!r}")
+    DecisionCore(**core_options)
+    return core_options
+
+
+def should_judge(n_reports: int, value: float, interval_steps: int) -> bool:
+    """Judge every ``interval_steps``-th report, and always a non-finite one."""
+    return not math.isfinite(value) or (n_reports - 1) % interval_steps == 0

@@ -8,7 +8,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from ttp_search.engine import Decision, DecisionCore
-from ttp_search.errors import InvalidInputError
+from ttp_search.engine.decision import adapter_options, should_judge
 from ttp_search.optuna import _storage as keys
 
 
@@ -79,18 +79,9 @@ class TTPPruner(BasePruner):
         margin: float = 0.0,
         peer_percentile: float | None = 50.0,
     ) -> None:
-        if isinstance(interval_steps, bool) or not isinstance(interval_steps, int):
-            raise InvalidInputError(
-                f"interval_steps must be an integer >= 1, got {interval_steps!r}"
-            )
-        if interval_steps < 1:
-            raise InvalidInputError(
-                f"interval_steps must be an integer >= 1, got {interval_steps!r}"
-            )
-        if time_budget_s is not None and not time_budget_s > 0:
-            raise InvalidInputError(f"time_budget_s must be > 0 or None, got {time_budget_s!r}")
-        # Validated by the core; kept here so each study direction gets its own core.
-        self._options = dict(
+        self._options = adapter_options(
+            interval_steps=interval_steps,
+            time_budget_s=time_budget_s,
             threshold=threshold,
             n_startup_trials=n_startup_trials,
             n_warmup_steps=n_warmup_steps,
@@ -99,7 +90,6 @@ class TTPPruner(BasePruner):
             margin=margin,
             peer_percentile=peer_percentile,
         )
-        DecisionCore(**self._options)
         self.interval_steps = interval_steps
         self.time_budget_s = time_budget_s
         self.default_budget_steps = default_budget_steps
@@ -125,7 +115,7 @@ class TTPPruner(BasePruner):
             return False
         n_reports = len(trial.intermediate_values)
         value = trial.intermediate_values[step]
-        if value == value and (n_reports - 1) % self.interval_steps:  # NaN is always judged
+        if not should_judge(n_reports, value, self.interval_steps):
             return False
         decision = self.decide(study, trial)
         record = {k: v for k, v in decision.to_dict().items() if v is not None}

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from ttp_search.engine import Decision, DecisionCore, TrialCurve
+from ttp_search.engine import Decision, DecisionCore
+from ttp_search.engine.decision import TrialCurve, adapter_options, should_judge
 from ttp_search.errors import InvalidInputError
 
 STEP_KEY = "ttp_step"
@@ -103,17 +104,9 @@ class TTPScheduler(FIFOScheduler):
         super().__init__()
         if mode not in (None, "min", "max"):
             raise InvalidInputError(f"mode must be 'min' or 'max', got {mode!r}")
-        if isinstance(interval_steps, bool) or not isinstance(interval_steps, int):
-            raise InvalidInputError(
-                f"interval_steps must be an integer >= 1, got {interval_steps!r}"
-            )
-        if interval_steps < 1:
-            raise InvalidInputError(
-                f"interval_steps must be an integer >= 1, got {interval_steps!r}"
-            )
-        if time_budget_s is not None and not time_budget_s > 0:
-            raise InvalidInputError(f"time_budget_s must be > 0 or None, got {time_budget_s!r}")
-        self._options = dict(
+        self._options = adapter_options(
+            interval_steps=interval_steps,
+            time_budget_s=time_budget_s,
             threshold=threshold,
             n_startup_trials=n_startup_trials,
             n_warmup_steps=n_warmup_steps,
@@ -122,7 +115,6 @@ class TTPScheduler(FIFOScheduler):
             margin=margin,
             peer_percentile=peer_percentile,
         )
-        DecisionCore(**self._options)  # validates the options now, not at the first result
         self._metric = metric
         self._mode = mode
         self.time_attr = time_attr
@@ -194,7 +186,7 @@ class TTPScheduler(FIFOScheduler):
             state.budget = float(result[BUDGET_KEY])
         state.schedule = result.get(SCHEDULE_KEY, state.schedule)
         value = state.values[-1]
-        if value == value and (len(state.steps) - 1) % self.interval_steps:  # NaN: always judged
+        if not should_judge(len(state.steps), value, self.interval_steps):
             return TrialScheduler.CONTINUE
         decision = core.decide(
             state.curve(), self._peers(trial.trial_id), time_left_s=self._time_left()
