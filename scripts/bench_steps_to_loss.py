@@ -37,7 +37,7 @@ from bench_cost_model import write_section
 
 from ttp_search.curves import extrapolate
 from ttp_search.data import digits
-from ttp_search.dynamics import LinearizedSDE, schedule_factors
+from ttp_search.dynamics import LinearizedSDE, StepsEstimate, schedule_factors
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_STEPS = 1500
@@ -222,10 +222,13 @@ def run(seeds: int, num_samples: int) -> pd.DataFrame:
                     cfg["schedule"],
                     points=MAX_STEPS // EVERY + 1,
                 )
-                est = type("E", (), {})()
-                est.steps = first_step(c.loss.to_numpy(), target)
-                est.low = first_step(c.loss_low.to_numpy(), target)
-                est.high = first_step(c.loss_high.to_numpy(), target)
+                est = StepsEstimate(
+                    first_step(c.loss.to_numpy(), target),
+                    first_step(c.loss_low.to_numpy(), target),
+                    first_step(c.loss_high.to_numpy(), target),
+                    target,
+                    c.attrs["weight_decay"],
+                )
             pred_s = time.perf_counter() - t0
             rows.append(
                 {

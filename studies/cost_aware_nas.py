@@ -95,6 +95,19 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return acc
 
 
+def train_step(model, opt, sched, xb: torch.Tensor, yb: torch.Tensor) -> tuple[float, float]:
+    """One SGD step; returns the batch loss and the seconds of forward, loss, backward and
+    update, timed like the cost model's prediction (batch indexing excluded)."""
+    t0 = time.perf_counter()
+    loss = F.cross_entropy(model(xb), yb)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    seconds = time.perf_counter() - t0
+    return loss.item(), seconds
+
+
 def make_objective(data, progress, task, study_start, budget_s, max_steps, cost_model):
     x_train, y_train, x_val, y_val = data
     input_shape, n_classes = tuple(x_train.shape[1:]), int(y_train.max()) + 1
@@ -124,17 +137,10 @@ def make_objective(data, progress, task, study_start, budget_s, max_steps, cost_
                 perm, pos = torch.randperm(len(y_train), generator=gen), 0
             idx = perm[pos : pos + params["batch_size"]]
             pos += params["batch_size"]
-            xb, yb = x_train[idx], y_train[idx]
-            # Timed like the cost model's prediction: forward, loss, backward, update.
-            t0 = time.perf_counter()
-            loss = F.cross_entropy(model(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            train_s += time.perf_counter() - t0
+            loss, seconds = train_step(model, opt, sched, x_train[idx], y_train[idx])
+            train_s += seconds
             if step % every == 0 or step == steps:
-                acc = accuracy(model, x_val, y_val) if math.isfinite(loss.item()) else math.nan
+                acc = accuracy(model, x_val, y_val) if math.isfinite(loss) else math.nan
                 trial.set_user_attr("measured_step_s", train_s / step)
                 trial.set_user_attr("steps_run", step)
                 report(trial, acc, step, elapsed_s=time.perf_counter() - start)

@@ -21,7 +21,6 @@ import torch
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 from rich.console import Console
-from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cost_aware_nas as nas
@@ -45,16 +44,10 @@ def train_nas(config: dict) -> None:
     train_s = 0.0
     for step in range(1, steps + 1):
         idx = torch.randint(len(y_train), (params["batch_size"],), generator=gen)
-        xb, yb = x_train[idx], y_train[idx]
-        t0 = time.perf_counter()
-        loss = F.cross_entropy(model(xb), yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        train_s += time.perf_counter() - t0
+        loss, seconds = nas.train_step(model, opt, sched, x_train[idx], y_train[idx])
+        train_s += seconds
         if step % every == 0 or step == steps:
-            acc = nas.accuracy(model, x_val, y_val) if math.isfinite(loss.item()) else math.nan
+            acc = nas.accuracy(model, x_val, y_val) if math.isfinite(loss) else math.nan
             report({"val_acc": acc, "measured_step_s": train_s / step}, step, config)
 
 

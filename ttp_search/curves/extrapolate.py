@@ -335,7 +335,7 @@ def _few_points(t_obs, v, t_end, t_ref, sign, budget, level, direction, value_ra
     ensemble's spread plus the same extrapolation spread as the full fit.
     """
     taus = t_ref * np.array([0.1, 0.25, 0.5, 1.0, 2.0, 4.0])
-    G = 1.0 / (1.0 + t_all_div(t_obs, taus))
+    G = 1.0 / (1.0 + t_obs[None, :] / taus[:, None])
     coef, _, _ = _projected_fit(G, v, None)
     g_end = 1.0 / (1.0 + t_end / taus)
     centers = coef[:, 0] + coef[:, 1] * g_end
@@ -356,10 +356,6 @@ def _few_points(t_obs, v, t_end, t_ref, sign, budget, level, direction, value_ra
     fams = {"hyperbola": 0.5, "last_value": 0.5}
     est = _mixture(budget, centers, scales, weights, level, direction, fams)
     return _clip(value_range, est)
-
-
-def t_all_div(t: np.ndarray, taus: np.ndarray) -> np.ndarray:
-    return t[None, :] / taus[:, None]
 
 
 def _last_level(v, budget, level, direction, value_range) -> Extrapolation:

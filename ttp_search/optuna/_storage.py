@@ -53,11 +53,18 @@ def elapsed_since(start: datetime.datetime | None) -> float | None:
     return max((now() - start).total_seconds(), 0.0)
 
 
-def study_time_left(study: optuna.Study, time_budget_s: float | None) -> float | None:
-    """Seconds left of a study budget counted from its first trial's start (shared by workers)."""
+def study_time_left(
+    study: optuna.Study, time_budget_s: float | None, trials: list[FrozenTrial] | None = None
+) -> float | None:
+    """Seconds left of a study budget counted from its first trial's start (shared by workers).
+
+    ``trials``: the study's trials when the caller has already read them from storage.
+    """
     if time_budget_s is None:
         return None
-    starts = [t.datetime_start for t in study.get_trials(deepcopy=False) if t.datetime_start]
+    if trials is None:
+        trials = study.get_trials(deepcopy=False)
+    starts = [t.datetime_start for t in trials if t.datetime_start]
     if not starts:
         return float(time_budget_s)
     return float(time_budget_s) - (now() - min(starts)).total_seconds()

@@ -100,14 +100,16 @@ class TTPPruner(BasePruner):
 
     def decide(self, study: optuna.Study, trial: FrozenTrial) -> Decision:
         """The decision for ``trial`` at its latest report, without storing anything."""
-        others = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-        curves = [keys.trial_curve(t) for t in others if t.number != trial.number]
+        trials = study.get_trials(deepcopy=False)  # one read of the storage per decision
+        live = (TrialState.COMPLETE, TrialState.RUNNING)
+        curves = [
+            keys.trial_curve(t) for t in trials if t.state in live and t.number != trial.number
+        ]
         me = keys.trial_curve(trial, measure_now=True)
         if me.budget_steps is None:
             me.budget_steps = self._default_budget(curves)
-        return self.core(study).decide(
-            me, curves, time_left_s=keys.study_time_left(study, self.time_budget_s)
-        )
+        time_left = keys.study_time_left(study, self.time_budget_s, trials)
+        return self.core(study).decide(me, curves, time_left_s=time_left)
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         step = trial.last_step

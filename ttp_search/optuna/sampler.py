@@ -116,9 +116,14 @@ class CostAwareSampler(BaseSampler):
         """Predicted (seconds, low, high) of one training step of the configuration."""
         return self.planner.step_cost(params)
 
-    def plan(self, study: optuna.Study, params: dict[str, Any]) -> TrialPlan:
-        """Price ``params`` and size its budget within the caps and the study's time left."""
-        return self.planner.plan(params, keys.study_time_left(study, self.study_budget_s))
+    def plan(
+        self, study: optuna.Study, params: dict[str, Any], time_left_s: float | None = None
+    ) -> TrialPlan:
+        """Price ``params`` and size its budget within the caps and the study's time left
+        (read from the study unless the caller passes it)."""
+        if time_left_s is None:
+            time_left_s = keys.study_time_left(study, self.study_budget_s)
+        return self.planner.plan(params, time_left_s)
 
     def _store(self, study, trial: FrozenTrial, plan: TrialPlan, note: str) -> None:
         keys.set_attr(study, trial, keys.PREDICTED_STEP, plan.step_s)
@@ -152,7 +157,8 @@ class CostAwareSampler(BaseSampler):
         proposals = []
         for _ in range(4):  # rounds of proposals before giving up on a feasible one
             batch = [self._propose(study, trial, search_space) for _ in range(self.n_candidates)]
-            plans = [self.plan(study, p) for p in batch]
+            left = keys.study_time_left(study, self.study_budget_s)  # once per batch, not per plan
+            plans = [self.plan(study, p, left) for p in batch]
             proposals += [(p, q) for p, q in zip(batch, plans, strict=True) if q.feasible]
             if proposals:
                 break
