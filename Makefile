@@ -11,7 +11,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --upgrade --quiet pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,ray]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,ray,postgres]"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -24,6 +24,7 @@ demo-cost: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check ttp_search tests scripts studies
+	bash scripts/ensure_postgres.sh
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -10,14 +10,19 @@ than the best (judged at each trial's own budget) or cannot finish in the time l
 Copy this file and change `build_model`, `SEARCH_SPACE` and `load_data` for your own search.
 
 Several workers: run the same command in several shells (or machines) with one storage URL
-and one study name, e.g. ``--storage postgresql://user:pw@host/db --study-name nas``; the
-time budget is counted from the study's first trial, so the workers share it.
+and one study name, e.g. ``--storage postgresql+psycopg://user:pw@host/db --study-name nas``;
+the time budget is counted from the study's first trial, so the workers share it. Workers on
+one machine calibrate the cost model once (the first takes a lock, the others load its
+result). Each trial sends a heartbeat (``--heartbeat``): a worker that dies mid-trial leaves a
+trial that the next worker marks failed and retries once, so no trial is left running.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import socket
 import time
 from pathlib import Path
 
@@ -30,6 +35,7 @@ import optuna
 import pandas as pd
 import torch
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.trial import TrialState
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -49,6 +55,7 @@ SEARCH_SPACE = {
     "lr": FloatDistribution(3e-3, 0.3, log=True),
 }
 REPORTS_PER_TRIAL = 12
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
 def load_data(name: str) -> tuple[torch.Tensor, ...]:
@@ -117,6 +124,7 @@ def make_objective(data, progress, task, study_start, budget_s, max_steps, cost_
 
     def objective(trial: optuna.Trial) -> float:
         params = suggest(trial)
+        trial.set_user_attr("worker", WORKER)
         # Priced before running; a configuration over a cap raises TrialPruned here.
         steps = get_budget(trial, default=max_steps)
         if "ttp:predicted_step_s" not in trial.user_attrs:
@@ -268,6 +276,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     parser.add_argument(
+        "--n-trials", type=int, help="stop this worker after this many trials (default: budget)"
+    )
+    parser.add_argument(
+        "--heartbeat",
+        type=float,
+        default=10.0,
+        help="seconds between a running trial's heartbeats; a trial silent for 3 heartbeats "
+        "is marked failed and retried once (0: off)",
+    )
+    parser.add_argument(
         "--method",
         choices=("ttp", "tpe+median", "tpe+hyperband"),
         default="ttp",
@@ -285,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
 
     console.rule(f"cost-aware NAS on {args.data}: {args.budget:.0f} s budget")
     cost_model = LayerTimeModel.load_or_calibrate(args.calibration_budget)
+    console.print(
+        f"cost model: {'calibrated by this worker' if cost_model.calibrated_here else 'loaded'}"
+        f" ({cost_model.path})"
+    )
     data = load_data(args.data)
     input_shape, n_classes = tuple(data[0].shape[1:]), int(data[1].max()) + 1
     if args.method == "ttp":
@@ -314,6 +336,13 @@ def main(argv: list[str] | None = None) -> int:
             optuna.pruners.MedianPruner(n_startup_trials=4)
             if args.method == "tpe+median"
             else optuna.pruners.HyperbandPruner()
+        )
+    if args.heartbeat > 0:
+        storage = RDBStorage(
+            storage,
+            heartbeat_interval=max(1, round(args.heartbeat)),
+            grace_period=max(3, round(3 * args.heartbeat)),
+            failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
         )
     study = optuna.create_study(
         study_name=args.study_name,
@@ -349,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
                     data, progress, task, study_start, args.budget, args.max_steps, cost_model
                 ),
                 timeout=left,
+                n_trials=args.n_trials,
                 callbacks=[on_trial_end],
                 catch=(RuntimeError,),
             )
@@ -363,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         for t in study.trials
     ]
     summarize(console, df, curves, out, f"{args.study_name}: {len(df)} trials")
-    console.print(f"storage: {storage}")
+    console.print(f"storage: {storage.url if isinstance(storage, RDBStorage) else storage}")
     return 0
 
 

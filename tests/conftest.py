@@ -23,3 +23,22 @@ def calibrated(cache_root):
     from ttp_search.cost import LayerTimeModel
 
     return LayerTimeModel.calibrate(30, progress=False, seed=0)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server for the session (skipped only when none can start)."""
+    from ttp_search.testing import PostgresUnavailableError, start_postgres
+
+    try:
+        server = start_postgres()
+    except PostgresUnavailableError as err:
+        pytest.skip(f"PostgreSQL unavailable: {err}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A fresh, empty database on the session's server, as an Optuna storage URL."""
+    return postgres_server.create_database()

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from filelock import FileLock
 from scipy.optimize import nnls
 from sklearn.ensemble import HistGradientBoostingRegressor
 from torch import nn
@@ -123,6 +124,8 @@ class LayerTimeModel:
         self.random_state = random_state
         self.data: CalibrationData | None = None
         self.path: Path | None = None
+        # Set by load_or_calibrate: whether this process ran the calibration.
+        self.calibrated_here: bool | None = None
 
     # ------------------------------------------------------------------ fitting
     @classmethod
@@ -302,11 +305,26 @@ class LayerTimeModel:
     def load_or_calibrate(
         cls, budget_s: float = 240.0, *, device: torch.device | str = "cpu", progress: bool = True
     ) -> LayerTimeModel:
-        """The cached calibration when there is one, else a fresh one (saved to the cache)."""
+        """The cached calibration when there is one, else a fresh one (saved to the cache).
+
+        Workers that start together on one machine (or share ``TTP_SEARCH_CACHE``) calibrate
+        once: the first takes a lock next to the cache file and calibrates, the others wait
+        for it and load its result. ``model.calibrated_here`` tells which happened.
+        """
         try:
-            return cls.load(device=device)
+            model = cls.load(device=device)
         except CalibrationNotFoundError:
-            return cls.calibrate(budget_s, device=device, progress=progress)
+            target = calibration_path(device_fingerprint(device))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(f"{target}.lock"):
+                try:  # another worker may have finished while this one waited
+                    model = cls.load(device=device)
+                except CalibrationNotFoundError:
+                    model = cls.calibrate(budget_s, device=device, progress=progress)
+                    model.calibrated_here = True
+                    return model
+        model.calibrated_here = False
+        return model
 
     # -------------------------------------------------------------- prediction
     def _check_fitted(self) -> CalibrationData:

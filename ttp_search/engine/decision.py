@@ -39,6 +39,9 @@ class TrialCurve:
     finished: bool = False
     # The latest prediction stored for a running trial (mean, low, high), to avoid refitting.
     predicted_final: tuple[float, float, float] | None = None
+    # The adapter's name for the trial (an Optuna trial number, a Ray trial id): decisions
+    # say which trial they were compared with.
+    label: int | str | None = None
 
     def __post_init__(self) -> None:
         self.steps = np.asarray(self.steps, dtype=np.float64).ravel()
@@ -146,19 +149,25 @@ class DecisionCore:
     def better(self, a: float, b: float) -> bool:
         return self._sign * a < self._sign * b
 
-    def incumbent(self, others: Sequence[TrialCurve]) -> tuple[float | None, int]:
-        """Best final value among finished trials (or a confidently better running one)."""
-        finals = [t.values[-1] for t in others if t.finished and t.values.size]
-        finals = [v for v in finals if math.isfinite(v)]
-        best = min(finals, key=lambda v: self._sign * v) if finals else None
+    def incumbent(self, others: Sequence[TrialCurve]) -> tuple[float | None, int, object]:
+        """Best final value among finished trials (or a confidently better running one).
+
+        Returns the value, how many finished trials were compared, and the label of the
+        trial the value belongs to.
+        """
+        done = [t for t in others if t.finished and t.values.size]
+        done = [t for t in done if math.isfinite(t.values[-1])]
+        best_trial = min(done, key=lambda t: self._sign * t.values[-1]) if done else None
+        best = float(best_trial.values[-1]) if best_trial is not None else None
+        label = best_trial.label if best_trial is not None else None
         for t in others:
             if t.finished or t.predicted_final is None:
                 continue
             _, low, high = t.predicted_final
             pessimistic = high if self.direction == "minimize" else low
             if best is not None and math.isfinite(pessimistic) and self.better(pessimistic, best):
-                best = pessimistic
-        return best, len(finals)
+                best, label = pessimistic, t.label
+        return best, len(done), label
 
     def predict(self, trial: TrialCurve):
         """Extrapolate the trial to its budget; ``None`` when there is too little to go on."""
@@ -194,6 +203,11 @@ class DecisionCore:
         if trial.steps.size > 1 and np.any(np.diff(trial.steps) <= 0):
             raise InvalidInputError("a trial's report steps must be strictly increasing")
 
+        # Every decision says what it was compared with (across workers on a shared storage).
+        best, n_done, best_label = self.incumbent(others)
+        seen = {"n_completed": n_done}
+        if best_label is not None:
+            seen["incumbent_trial"] = best_label
         remaining = None
         step_s = trial.step_seconds()
         if trial.budget_steps is not None and step_s is not None:
@@ -204,25 +218,34 @@ class DecisionCore:
                 f"cannot finish in the study's time budget: needs {remaining:.1f} s, "
                 f"{max(time_left_s, 0.0):.1f} s left",
                 remaining_cost_s=remaining,
+                extra=seen,
             )
 
         if trial.budget_steps is not None and trial.last_step >= trial.budget_steps:
-            return Decision(False, "at its budget: nothing left to save", remaining_cost_s=0.0)
-        best, n_done = self.incumbent(others)
+            return Decision(
+                False, "at its budget: nothing left to save", remaining_cost_s=0.0, extra=seen
+            )
         if n_done < self.n_startup_trials:
             return Decision(
                 False,
                 f"startup: {n_done} of {self.n_startup_trials} trials completed",
                 remaining_cost_s=remaining,
+                extra=seen,
             )
         if trial.last_step <= self.n_warmup_steps:
             return Decision(
-                False, f"warm-up until step {self.n_warmup_steps}", remaining_cost_s=remaining
+                False,
+                f"warm-up until step {self.n_warmup_steps}",
+                remaining_cost_s=remaining,
+                extra=seen,
             )
         est = self.predict(trial)
         if est is None:
             return Decision(
-                False, f"fewer than {self.min_points} reports", remaining_cost_s=remaining
+                False,
+                f"fewer than {self.min_points} reports",
+                remaining_cost_s=remaining,
+                extra=seen,
             )
         fields = dict(
             predicted_final=est.mean,
@@ -230,6 +253,7 @@ class DecisionCore:
             predicted_high=est.high,
             incumbent=best,
             remaining_cost_s=remaining,
+            extra=seen,
         )
         if best is None:
             return Decision(False, "no completed trial to compare with", **fields)

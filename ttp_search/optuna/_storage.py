@@ -104,4 +104,5 @@ def trial_curve(trial: FrozenTrial, *, measure_now: bool = False) -> TrialCurve:
         recent_step_s=recent,
         finished=finished,
         predicted_final=(pred["mean"], pred["low"], pred["high"]) if pred else None,
+        label=trial.number,
     )

@@ -233,6 +233,7 @@ class TTPScheduler(FIFOScheduler):
             if tid == trial_id or state.status not in ("running", "completed") or not state.steps:
                 continue
             curve = state.curve()
+            curve.label = tid
             if curve.budget_steps is None and curve.finished:
                 curve.budget_steps = float(state.steps[-1])
             curves.append(curve)
