@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-cost test lint bench-cost bench-curves bench-pruners bench-ray bench-steps curves-data calibrate clean-venv
+.PHONY: demo demo-cost test lint bench-cost bench-curves bench-pruners bench-ray bench-steps bench-load curves-data calibrate clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ bench-pruners: $(STAMP)
 
 bench-steps: $(STAMP)
 	$(BIN)/python scripts/bench_steps_to_loss.py
+
+bench-load: $(STAMP)
+	bash scripts/ensure_postgres.sh
+	$(BIN)/python scripts/bench_load.py
 
 bench-ray: $(STAMP)
 	$(BIN)/python scripts/bench_ray.py --live

@@ -35,7 +35,7 @@ import optuna
 import pandas as pd
 import torch
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -45,7 +45,14 @@ from torch.nn import functional as F
 
 from ttp_search.cost import LayerTimeModel
 from ttp_search.data import digits, mnist1d
-from ttp_search.optuna import CostAwareSampler, TTPPruner, get_budget, linear_decay_lr, report
+from ttp_search.optuna import (
+    CostAwareSampler,
+    TTPPruner,
+    get_budget,
+    linear_decay_lr,
+    record_failures,
+    report,
+)
 
 SEARCH_SPACE = {
     "depth": IntDistribution(1, 4),
@@ -191,7 +198,9 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
                 "value": t.value
                 if t.value is not None
                 else (t.intermediate_values[t.last_step] if t.last_step is not None else None),
-                "prune_reason": a.get("ttp:prune_reason") or a.get("ttp:infeasible"),
+                "prune_reason": a.get("ttp:prune_reason")
+                or a.get("ttp:infeasible")
+                or a.get("ttp:fail_reason"),
             }
         )
     return pd.DataFrame(rows)
@@ -342,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             storage,
             heartbeat_interval=max(1, round(args.heartbeat)),
             grace_period=max(3, round(3 * args.heartbeat)),
-            failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
+            **_retry_stale_trials_once(),
         )
     study = optuna.create_study(
         study_name=args.study_name,
@@ -374,8 +383,10 @@ def main(argv: list[str] | None = None) -> int:
 
         if left > 0:
             study.optimize(
-                make_objective(
-                    data, progress, task, study_start, args.budget, args.max_steps, cost_model
+                record_failures(
+                    make_objective(
+                        data, progress, task, study_start, args.budget, args.max_steps, cost_model
+                    )
                 ),
                 timeout=left,
                 n_trials=args.n_trials,
@@ -395,6 +406,17 @@ def main(argv: list[str] | None = None) -> int:
     summarize(console, df, curves, out, f"{args.study_name}: {len(df)} trials")
     console.print(f"storage: {storage.url if isinstance(storage, RDBStorage) else storage}")
     return 0
+
+
+def _retry_stale_trials_once() -> dict:
+    """RDBStorage's option that re-queues a trial whose worker died (renamed in Optuna 4.9)."""
+    try:
+        from optuna.storages import RetryHeartbeatStaleTrialCallback
+    except ImportError:
+        from optuna.storages import RetryFailedTrialCallback
+
+        return {"failed_trial_callback": RetryFailedTrialCallback(max_retry=1)}
+    return {"heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=1)}
 
 
 def summarize(console: Console, df: pd.DataFrame, curves, out: Path, title: str) -> None:

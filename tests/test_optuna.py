@@ -69,7 +69,7 @@ def test_clearly_worse_trial_is_pruned_and_better_one_is_not(direction):
     assert not _prune_at(study, better)
     attrs = study._storage.get_trial(worse._trial_id).user_attrs
     assert "P(ends better than" in attrs["ttp:prune_reason"]
-    assert attrs["ttp:prediction"]["low"] <= attrs["ttp:prediction"]["high"]
+    assert attrs["ttp:decision"]["predicted_low"] <= attrs["ttp:decision"]["predicted_high"]
     assert attrs["ttp:decision"]["step"] == 15
 
 
@@ -151,8 +151,8 @@ def test_report_rejects_steps_that_do_not_increase_and_bad_elapsed():
         report(trial, 0.9, 6, elapsed_s=-1.0)
     with pytest.raises(InvalidInputError, match="step"):
         report(trial, 0.9, -1)
-    assert trial.user_attrs["ttp:elapsed_step"] == 5
-    assert trial.user_attrs["ttp:elapsed_s"] >= 0
+    assert trial.user_attrs["ttp:clock"]["step"] == 5
+    assert trial.user_attrs["ttp:clock"]["elapsed_s"] >= 0
 
 
 def test_plain_trial_report_works_and_elapsed_is_measured():
@@ -368,7 +368,12 @@ def test_report_stores_the_previous_clock_for_the_recent_rate():
     report(trial, 0.9, 20, elapsed_s=10.1)
     assert not trial.should_prune()  # 980 steps at 0.01 s fit in the minute left
     attrs = study._storage.get_trial(trial._trial_id).user_attrs
-    assert attrs["ttp:elapsed_prev_step"] == 10 and attrs["ttp:elapsed_prev_s"] == 10.0
+    assert attrs["ttp:clock"] == {
+        "elapsed_s": 10.1,
+        "step": 20,
+        "prev_elapsed_s": 10.0,
+        "prev_step": 10,
+    }
 
 
 def test_set_budget_records_the_schedule():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import signal
 import sys
 from types import SimpleNamespace
 
@@ -158,23 +160,40 @@ def local_ray():
     ray.shutdown()
 
 
-def _trainable(config):
+def _claim_fault(folder: str) -> str | None:
+    """The first trial to start raises, the second is killed, the rest run normally
+    (claimed with O_EXCL files, so the order does not depend on the sampled values)."""
+    for fault in ("raise", "kill"):
+        try:
+            os.close(os.open(os.path.join(folder, fault), os.O_CREAT | os.O_EXCL))
+            return fault
+        except FileExistsError:
+            continue
+    return None
+
+
+def _trainable(config, fault_dir: str):
     steps = budget_steps(config)
-    if config["floor"] > 0.9:
-        raise RuntimeError("this configuration is broken on purpose")
+    fault = _claim_fault(fault_dir)
     for step in range(1, steps + 1):
+        if fault == "raise" and step == 3:
+            raise RuntimeError("this trial is broken on purpose")
+        if fault == "kill" and step == 5:
+            os.kill(os.getpid(), signal.SIGKILL)  # the worker process dies mid-trial
         report({"loss": _loss(step, config["floor"])}, step, config)
 
 
-def test_tuner_end_to_end_with_a_failing_trainable(local_ray, tmp_path):
+def test_tuner_end_to_end_with_failing_and_killed_trainables(local_ray, tmp_path):
     searcher = CostAwareSearcher(
         OptunaSearch(seed=0),
         cost_fn=lambda p: 0.001,
         trial_budget_s=0.02,
         max_steps=30,
     )
+    faults = tmp_path / "faults"
+    faults.mkdir()
     tuner = tune.Tuner(
-        _trainable,
+        tune.with_parameters(_trainable, fault_dir=str(faults)),
         param_space={"floor": tune.uniform(0.0, 1.0)},
         tune_config=tune.TuneConfig(
             metric="loss",
@@ -187,11 +206,14 @@ def test_tuner_end_to_end_with_a_failing_trainable(local_ray, tmp_path):
         run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0),
     )
     results = tuner.fit()
-    assert len(results) == 6
+    assert len(results) == 6  # the experiment ran every sample to the end
     errored = [r for r in results if r.error is not None]
     ok = [r for r in results if r.error is None]
-    assert all(r.config["floor"] > 0.9 for r in errored)
-    assert ok and all(r.config["ttp_budget_steps"] == 20 for r in ok)
+    assert len(errored) == 2
+    messages = " ".join(str(r.error) for r in errored)
+    assert "broken on purpose" in messages
+    assert "died" in messages.lower() or "actor" in messages.lower(), messages
+    assert len(ok) == 4 and all(r.config["ttp_budget_steps"] == 20 for r in ok)
     best = results.get_best_result()
     assert best.metrics["ttp_step"] == 20 and np.isfinite(best.metrics["loss"])
 

@@ -219,11 +219,19 @@ def steps_predict(
 ) -> None:
     """Predict the fine-tuning curve and the steps to a target, without training."""
     from ttp_search.data import digits, mnist1d
-    from ttp_search.dynamics import LinearizedSDE
+    from ttp_search.dynamics import LinearizedSDE, schedule_factors
+    from ttp_search.dynamics.sde import check_hyperparameters
     from ttp_search.model_specs import load_model
 
     if data not in ("digits", "mnist1d"):
         _fail(f"--data must be digits or mnist1d, got {data!r}")
+    if loss not in ("ce", "mse"):
+        _fail(f"--loss must be ce or mse, got {loss!r}")
+    try:  # the cheap checks first: the Jacobian takes seconds
+        check_hyperparameters(lr, batch_size, momentum, weight_decay, steps)
+        schedule_factors(schedule, 1)
+    except TTPSearchError as exc:
+        _fail(str(exc))
     try:
         net = load_model(model, _kwargs(model_kwargs))
         if weights:

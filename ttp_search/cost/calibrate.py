@@ -35,6 +35,9 @@ from ttp_search.errors import CalibrationError, InvalidInputError
 
 #: Shares of the budget spent on each kind of sample.
 _SHARES = {"peaks": 0.03, "ops": 0.62, "optimizer": 0.08, "networks": 0.27}
+#: Samples each stage needs for the fit, and how long past its share it may run to get them.
+_MIN_SAMPLES = {"ops": 20, "optimizer": 4, "networks": 3}
+_GRACE_S = 30.0
 # Ops seen this often are re-timed only now and then: budget goes to rarer, costlier ones.
 _COMMON_OP = 150
 _COMMON_OP_KEEP = 0.2
@@ -298,7 +301,7 @@ def _sample_ops(data, rng, deadline, device, bar) -> None:
     # Every layer kind once first (activations several times), so that even a short
     # calibration knows the common ops; then kinds drawn by weight.
     first = [*LAYER_KINDS, *["act"] * 6, *["maxpool", "avgpool"] * 2, *["dropout"] * 2]
-    while time.perf_counter() < deadline:
+    while _more(len(data.op_time), _MIN_SAMPLES["ops"], deadline):
         t0 = time.perf_counter()
         kind = first.pop(0) if first else None
         for _ in range(20):  # redraw sizes until the layer fits the caps
@@ -312,7 +315,8 @@ def _sample_ops(data, rng, deadline, device, bar) -> None:
         leaf = torch.randn(batch, *shape, device=device, requires_grad=True)
         x = leaf.clone()  # not a leaf, so in-place activations work as inside a network
         try:
-            with _OpTimer(data, deadline, device, rng):
+            short = len(data.op_time) < _MIN_SAMPLES["ops"]
+            with _OpTimer(data, deadline + _GRACE_S if short else deadline, device, rng):
                 training_loss(module(x)).backward()
         except (RuntimeError, ValueError):
             continue  # an invalid random configuration (e.g. batch norm of one value)
@@ -325,7 +329,7 @@ def _sample_optimizer(data, rng, deadline, device, bar) -> None:
     # A 30M-parameter Adam step takes a second here: keep short calibrations to small sets.
     max_numel = 3e7 if deadline - time.perf_counter() > 15 else 3e6
     i = 0
-    while time.perf_counter() < deadline:
+    while _more(len(data.opt_time), _MIN_SAMPLES["optimizer"], deadline):
         t0 = time.perf_counter()
         kind = kinds[i % len(kinds)]
         i += 1
@@ -347,7 +351,7 @@ def _sample_optimizer(data, rng, deadline, device, bar) -> None:
 def _sample_networks(data, rng, deadline, device, bar) -> None:
     kinds = list(OPTIMIZERS)
     i = 0
-    while time.perf_counter() < deadline:
+    while _more(len(data.net_time), _MIN_SAMPLES["networks"], deadline):
         t0 = time.perf_counter()
         with torch.device("meta"):
             net, shape, batch = random_network(rng)
@@ -367,6 +371,14 @@ def _sample_networks(data, rng, deadline, device, bar) -> None:
         data.net_optimizer.append(kind)
         data.net_time.append(measured.step_time_s)
         _advance(bar, time.perf_counter() - t0)
+
+
+def _more(count: int, minimum: int, deadline: float) -> bool:
+    """Sample until the stage's deadline, or past it (up to a grace period) while the stage
+    has fewer samples than the fit needs: on a loaded machine one slow draw must not leave a
+    short calibration unusable."""
+    now = time.perf_counter()
+    return now < deadline or (count < minimum and now < deadline + _GRACE_S)
 
 
 def _advance(bar, seconds: float) -> None:
@@ -419,7 +431,9 @@ def collect_calibration(
             with torch.no_grad() if stage == "optimizer" else torch.enable_grad():
                 sampler(data, rng, deadline, device, bar)
     data.elapsed_s = time.perf_counter() - start
-    if len(data.op_time) < 20 or len(data.net_time) < 3 or len(data.opt_time) < 4:
+    counts = {"ops": len(data.op_time), "optimizer": len(data.opt_time)}
+    counts["networks"] = len(data.net_time)
+    if any(counts[k] < n for k, n in _MIN_SAMPLES.items()):
         raise CalibrationError(
             f"calibration budget {budget_s}s gave too few samples ({data.summary()}); "
             "raise --budget-s"

@@ -179,6 +179,12 @@ def extrapolate(
         )
     if not 0 < level < 1:
         raise InvalidInputError(f"level must be in (0, 1), got {level!r}")
+    if value_range is not None and not (
+        len(value_range) == 2
+        and all(math.isfinite(b) for b in value_range)
+        and value_range[0] < value_range[1]
+    ):
+        raise InvalidInputError(f"value_range must be finite (low, high), got {value_range!r}")
     n = s.size
     if n == 1 or float(np.ptp(v)) == 0.0:
         return _last_level(v, budget, level, direction, value_range)
@@ -393,6 +399,14 @@ def linear_decay_schedule(
     total_steps: float, warmup_steps: float = 0.0, final_fraction: float = 0.0
 ) -> Callable[[np.ndarray], np.ndarray]:
     """The relative learning rate of :class:`~ttp_search.budget.LinearDecayLR`, as a function."""
+    if not (math.isfinite(total_steps) and total_steps > 0):
+        raise InvalidInputError(f"total_steps must be > 0, got {total_steps!r}")
+    if not (0 <= warmup_steps < total_steps):
+        raise InvalidInputError(
+            f"warmup_steps must be in [0, total_steps={total_steps:g}), got {warmup_steps!r}"
+        )
+    if not 0 <= final_fraction <= 1:
+        raise InvalidInputError(f"final_fraction must be in [0, 1], got {final_fraction!r}")
 
     def rel(k: np.ndarray) -> np.ndarray:
         k = np.asarray(k, dtype=np.float64)

@@ -48,9 +48,20 @@ def load_curves(path: str | Path | None = None, space: str | None = None) -> lis
         raise InvalidInputError(
             f"learning-curve data set {path} is missing; build it with `python scripts/make_curves.py`"
         )
-    with gzip.open(path, "rt") as handle:
-        payload = json.load(handle)
-    runs = [
+    try:
+        with gzip.open(path, "rt") as handle:
+            payload = json.load(handle)
+        runs = _runs(payload)
+    except (OSError, EOFError, ValueError, KeyError, TypeError) as err:
+        raise InvalidInputError(
+            f"{path} is not a learning-curve data set ({type(err).__name__}: {err}); "
+            "rebuild it with `python scripts/make_curves.py`"
+        ) from err
+    return [r for r in runs if space is None or r.space == space]
+
+
+def _runs(payload: dict) -> list[CurveRun]:
+    return [
         CurveRun(
             run_id=r["run_id"],
             space=r["space"],
@@ -66,4 +77,3 @@ def load_curves(path: str | Path | None = None, space: str | None = None) -> lis
         )
         for r in payload["runs"]
     ]
-    return [r for r in runs if space is None or r.space == space]

@@ -7,6 +7,8 @@ import functools
 import numpy as np
 import torch
 
+from ttp_search.errors import InvalidInputError
+
 
 @functools.lru_cache(maxsize=4)
 def mnist1d(num_samples: int = 5000, seed: int = 42) -> tuple[torch.Tensor, ...]:
@@ -16,6 +18,9 @@ def mnist1d(num_samples: int = 5000, seed: int = 42) -> tuple[torch.Tensor, ...]
     """
     from mnist1d.data import get_dataset_args, make_dataset
 
+    # 5 samples is the least that leaves a test split of at least one.
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 5:
+        raise InvalidInputError(f"num_samples must be an integer >= 5, got {num_samples!r}")
     args = get_dataset_args()
     args.num_samples = num_samples
     args.seed = seed
@@ -36,6 +41,8 @@ def digits(test_fraction: float = 0.25, seed: int = 0) -> tuple[torch.Tensor, ..
     scaled to [0, 1]."""
     from sklearn.datasets import load_digits
 
+    if not 0 <= test_fraction < 1:
+        raise InvalidInputError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
     bunch = load_digits()
     x = torch.tensor(bunch.images / 16.0, dtype=torch.float32).unsqueeze(1)
     y = torch.tensor(bunch.target, dtype=torch.long)

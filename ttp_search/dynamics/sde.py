@@ -178,22 +178,11 @@ class LinearizedSDE:
     # ------------------------------------------------------------------ predictions
 
     def _check(self, lr, batch_size, momentum, weight_decay, steps, decay) -> None:
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise InvalidInputError(f"lr must be a finite number > 0, got {lr!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidInputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        check_hyperparameters(lr, batch_size, momentum, weight_decay, steps, decay)
         if batch_size > self.N:
             raise InvalidInputError(
                 f"batch_size {batch_size} is larger than the data set ({self.N} samples)"
             )
-        if not 0 <= momentum < 1:
-            raise InvalidInputError(f"momentum must be in [0, 1), got {momentum!r}")
-        if not (math.isfinite(weight_decay) and weight_decay >= 0):
-            raise InvalidInputError(f"weight_decay must be >= 0, got {weight_decay!r}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise InvalidInputError(f"steps must be an integer >= 1, got {steps!r}")
-        if decay not in ("standard", "to_init"):
-            raise InvalidInputError(f"decay must be 'standard' or 'to_init', got {decay!r}")
 
     def predict_curve(
         self,
@@ -429,3 +418,21 @@ class LinearizedSDE:
             else:
                 lo = mid
         return float(hi)
+
+
+def check_hyperparameters(
+    lr, batch_size, momentum=0.0, weight_decay=0.0, steps=1, decay="standard"
+) -> None:
+    """Validate SGD hyperparameters (before any Jacobian is computed, so bad input fails fast)."""
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise InvalidInputError(f"lr must be a finite number > 0, got {lr!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidInputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if not 0 <= momentum < 1:
+        raise InvalidInputError(f"momentum must be in [0, 1), got {momentum!r}")
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise InvalidInputError(f"weight_decay must be >= 0, got {weight_decay!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise InvalidInputError(f"steps must be an integer >= 1, got {steps!r}")
+    if decay not in ("standard", "to_init"):
+        raise InvalidInputError(f"decay must be 'standard' or 'to_init', got {decay!r}")

@@ -5,7 +5,13 @@
     from ttp_search.optuna import TTPPruner, CostAwareSampler, set_budget, report
 """
 
-from ttp_search.optuna._helpers import get_budget, linear_decay_lr, report, set_budget
+from ttp_search.optuna._helpers import (
+    get_budget,
+    linear_decay_lr,
+    record_failures,
+    report,
+    set_budget,
+)
 from ttp_search.optuna.pruner import TTPPruner
 from ttp_search.optuna.sampler import CostAwareSampler
 
@@ -14,6 +20,7 @@ __all__ = [
     "TTPPruner",
     "get_budget",
     "linear_decay_lr",
+    "record_failures",
     "report",
     "set_budget",
 ]

@@ -1,8 +1,11 @@
-"""Helpers an objective calls: its step budget, timed reports, and its linear-decay schedule."""
+"""Helpers an objective calls: its step budget, timed reports, its linear-decay schedule,
+and a wrapper that records why a trial failed."""
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import optuna
 import torch
@@ -74,12 +77,13 @@ def report(trial: optuna.Trial, value: float, step: int, elapsed_s: float | None
     if not isinstance(elapsed_s, (int, float)) or not math.isfinite(elapsed_s) or elapsed_s < 0:
         raise InvalidInputError(f"elapsed_s must be a finite number >= 0, got {elapsed_s!r}")
     trial.report(float(value), step)
-    previous = trial.user_attrs
-    if keys.ELAPSED in previous:
-        trial.set_user_attr(keys.ELAPSED_PREV, previous[keys.ELAPSED])
-        trial.set_user_attr(keys.ELAPSED_PREV_STEP, previous[keys.ELAPSED_STEP])
-    trial.set_user_attr(keys.ELAPSED, float(elapsed_s))
-    trial.set_user_attr(keys.ELAPSED_STEP, step)
+    clock = {"elapsed_s": float(elapsed_s), "step": step}
+    previous = trial.user_attrs.get(keys.CLOCK)
+    # The previous report's clock gives the recent step rate; a clock copied from another
+    # trial (a retry inherits user attributes) does not belong to this trial's last report.
+    if previous and last is not None and previous.get("step") == last:
+        clock["prev_elapsed_s"], clock["prev_step"] = previous["elapsed_s"], previous["step"]
+    trial.set_user_attr(keys.CLOCK, clock)
 
 
 def linear_decay_lr(
@@ -97,3 +101,35 @@ def linear_decay_lr(
     total = get_budget(trial)
     trial.set_user_attr(keys.SCHEDULE, "linear")
     return LinearDecayLR(optimizer, total, warmup_steps=warmup_steps, final_lr=final_lr)
+
+
+def record_failures(objective: Callable[[optuna.Trial], float]) -> Callable[[optuna.Trial], float]:
+    """Wrap an objective so a failed trial says why, in the study's storage.
+
+    Optuna fails a trial whose objective raises or returns NaN but only logs the reason, which
+    is lost with the worker's log. The wrapper stores it as the user attribute
+    ``ttp:fail_reason`` (``"ValueError: ..."``, ``"returned nan"``) and then lets Optuna fail
+    the trial as usual; ``optuna.TrialPruned`` passes through untouched.
+
+    Example:
+        .. code-block:: python
+
+            study.optimize(record_failures(objective), n_trials=20, catch=(ValueError,))
+    """
+
+    @functools.wraps(objective)
+    def wrapped(trial: optuna.Trial):
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            raise
+        except BaseException as err:
+            trial.set_user_attr(keys.FAIL_REASON, f"{type(err).__name__}: {err}"[:1000])
+            raise
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if isinstance(v, (int, float)) and math.isnan(v):
+                trial.set_user_attr(keys.FAIL_REASON, "returned nan")
+        return value
+
+    return wrapped

@@ -18,10 +18,8 @@ from ttp_search.engine import TrialCurve
 PREFIX = "ttp:"
 BUDGET = PREFIX + "budget_steps"
 SCHEDULE = PREFIX + "schedule"
-ELAPSED = PREFIX + "elapsed_s"
-ELAPSED_STEP = PREFIX + "elapsed_step"
-ELAPSED_PREV = PREFIX + "elapsed_prev_s"
-ELAPSED_PREV_STEP = PREFIX + "elapsed_prev_step"
+# {"elapsed_s", "step", "prev_elapsed_s", "prev_step"}: one write per report.
+CLOCK = PREFIX + "clock"
 PREDICTED_STEP = PREFIX + "predicted_step_s"
 PREDICTED_STEP_LOW = PREFIX + "predicted_step_low_s"
 PREDICTED_STEP_HIGH = PREFIX + "predicted_step_high_s"
@@ -30,9 +28,9 @@ PREDICTED_LOW = PREFIX + "predicted_low"
 PREDICTED_HIGH = PREFIX + "predicted_high"
 SAMPLER_NOTE = PREFIX + "sampler"
 INFEASIBLE = PREFIX + "infeasible"
-PREDICTION = PREFIX + "prediction"
 DECISION = PREFIX + "decision"
 PRUNE_REASON = PREFIX + "prune_reason"
+FAIL_REASON = PREFIX + "fail_reason"
 
 
 def set_attr(study: optuna.Study, trial: FrozenTrial, key: str, value) -> None:
@@ -77,16 +75,24 @@ def trial_curve(trial: FrozenTrial, *, measure_now: bool = False) -> TrialCurve:
     values = np.array([v for _, v in items], dtype=np.float64)
     attrs = trial.user_attrs
     elapsed = recent = None
+    clock = attrs.get(CLOCK)
     if steps.size:
-        if attrs.get(ELAPSED_STEP) == int(steps[-1]) and ELAPSED in attrs:
-            elapsed = float(attrs[ELAPSED])
-            prev_step = attrs.get(ELAPSED_PREV_STEP)
+        if clock and clock.get("step") == int(steps[-1]):
+            elapsed = float(clock["elapsed_s"])
+            prev_step = clock.get("prev_step")
             if prev_step is not None and prev_step < steps[-1]:
-                recent = (elapsed - float(attrs[ELAPSED_PREV])) / (steps[-1] - prev_step)
+                recent = (elapsed - float(clock["prev_elapsed_s"])) / (steps[-1] - prev_step)
         elif measure_now:
             # Plain ``trial.report`` stores no clock: the trial's age is the best we have.
             elapsed = elapsed_since(trial.datetime_start)
-    pred = attrs.get(PREDICTION)
+    decision = attrs.get(DECISION) or {}
+    pred = None
+    if decision.get("predicted_final") is not None:
+        pred = (
+            decision["predicted_final"],
+            decision["predicted_low"],
+            decision["predicted_high"],
+        )
     finished = trial.state == TrialState.COMPLETE
     if finished and trial.value is not None and math.isfinite(trial.value):
         # The objective's return value is the trial's result, even if it differs from
@@ -103,6 +109,6 @@ def trial_curve(trial: FrozenTrial, *, measure_now: bool = False) -> TrialCurve:
         predicted_step_s=attrs.get(PREDICTED_STEP),
         recent_step_s=recent,
         finished=finished,
-        predicted_final=(pred["mean"], pred["low"], pred["high"]) if pred else None,
+        predicted_final=pred,
         label=trial.number,
     )

@@ -7,7 +7,7 @@ from optuna.pruners import BasePruner
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from ttp_search.engine import Decision, DecisionCore
+from ttp_search.engine import Decision, DecisionCore, TrialCurve
 from ttp_search.engine.decision import adapter_options, should_judge
 from ttp_search.optuna import _storage as keys
 
@@ -26,8 +26,9 @@ class TTPPruner(BasePruner):
       the study's first trial, so every worker on a shared storage agrees);
     * it reported NaN or inf.
 
-    The decision, its reason and the predicted final value are stored as user attributes
-    (``ttp:decision``, ``ttp:prediction``, ``ttp:prune_reason``), visible in optuna-dashboard.
+    The latest decision (its reason, the predicted final value and interval, what it was
+    compared with) is stored as the user attribute ``ttp:decision``, and a pruned trial's
+    reason as ``ttp:prune_reason``, visible in optuna-dashboard.
 
     Args:
         threshold: probability below which a trial is pruned.
@@ -93,6 +94,7 @@ class TTPPruner(BasePruner):
         self.interval_steps = interval_steps
         self.time_budget_s = time_budget_s
         self.default_budget_steps = default_budget_steps
+        self._finished: dict[tuple[int, int], TrialCurve] = {}
 
     def core(self, study: optuna.Study) -> DecisionCore:
         direction = "maximize" if study.direction == StudyDirection.MAXIMIZE else "minimize"
@@ -101,10 +103,8 @@ class TTPPruner(BasePruner):
     def decide(self, study: optuna.Study, trial: FrozenTrial) -> Decision:
         """The decision for ``trial`` at its latest report, without storing anything."""
         trials = study.get_trials(deepcopy=False)  # one read of the storage per decision
-        live = (TrialState.COMPLETE, TrialState.RUNNING)
-        curves = [
-            keys.trial_curve(t) for t in trials if t.state in live and t.number != trial.number
-        ]
+        curves = [self._curve(study, t) for t in trials if t.number != trial.number]
+        curves = [c for c in curves if c is not None]
         me = keys.trial_curve(trial, measure_now=True)
         if me.budget_steps is None:
             me.budget_steps = self._default_budget(curves)
@@ -120,24 +120,27 @@ class TTPPruner(BasePruner):
         if not should_judge(n_reports, value, self.interval_steps):
             return False
         decision = self.decide(study, trial)
+        # One write per decision (prediction included); the reason is added when pruning.
         record = {k: v for k, v in decision.to_dict().items() if v is not None}
         record["step"] = step
         keys.set_attr(study, trial, keys.DECISION, record)
-        if decision.predicted_final is not None:
-            keys.set_attr(
-                study,
-                trial,
-                keys.PREDICTION,
-                {
-                    "mean": decision.predicted_final,
-                    "low": decision.predicted_low,
-                    "high": decision.predicted_high,
-                    "step": step,
-                },
-            )
         if decision.prune:
             keys.set_attr(study, trial, keys.PRUNE_REASON, decision.reason)
         return decision.prune
+
+    def _curve(self, study: optuna.Study, trial: FrozenTrial):
+        """The core's view of another trial; a completed trial's is built once and kept
+        (Optuna refuses changes to finished trials), so a decision among 1,000 trials does
+        not rebuild 1,000 curves."""
+        if trial.state == TrialState.RUNNING:
+            return keys.trial_curve(trial)
+        if trial.state != TrialState.COMPLETE:
+            return None
+        key = (id(study._storage), trial._trial_id)
+        curve = self._finished.get(key)
+        if curve is None:
+            curve = self._finished[key] = keys.trial_curve(trial)
+        return curve
 
     def _default_budget(self, curves) -> float | None:
         if self.default_budget_steps is not None:

@@ -41,6 +41,8 @@ class CostAwareSampler(BaseSampler):
     sampler's own choice). After that, a Gaussian process on the completed trials scores each
     proposal's expected improvement, and the one with the most expected improvement per
     predicted second (Snoek et al. 2012; ``cost_exponent`` sets how much cost weighs) is run.
+    Past ``max_gp_points`` completed trials the GP is fitted on the best half and the most
+    recent rest (its cost grows with the cube of the points).
 
     Pass ``search_space`` (name -> distribution) so even the first trials are priced before
     they run; otherwise the space is learnt from completed trials, and until then a trial is
@@ -84,6 +86,7 @@ class CostAwareSampler(BaseSampler):
         optimizer: str = "sgd",
         cost_model=None,
         seed: int | None = None,
+        max_gp_points: int = 200,
     ) -> None:
         if study_budget_s is not None and not (
             isinstance(study_budget_s, numbers.Real) and study_budget_s > 0
@@ -101,6 +104,13 @@ class CostAwareSampler(BaseSampler):
         )
         if isinstance(n_candidates, bool) or not isinstance(n_candidates, int) or n_candidates < 1:
             raise InvalidInputError(f"n_candidates must be an integer >= 1, got {n_candidates!r}")
+        if (
+            isinstance(max_gp_points, bool)
+            or not isinstance(max_gp_points, int)
+            or max_gp_points < 2
+        ):
+            raise InvalidInputError(f"max_gp_points must be an integer >= 2, got {max_gp_points!r}")
+        self.max_gp_points = max_gp_points
         if not cost_exponent >= 0:
             raise InvalidInputError(f"cost_exponent must be >= 0, got {cost_exponent!r}")
         self.base_sampler = base_sampler if base_sampler is not None else TPESampler(seed=seed)
@@ -205,6 +215,14 @@ class CostAwareSampler(BaseSampler):
             p, q = proposals[0]
             return p, q, "base sampler's proposal (startup)"
         sign = -1.0 if study.direction == StudyDirection.MAXIMIZE else 1.0
+        if len(done) > self.max_gp_points:
+            # The GP costs O(n^3): fit it on the best half and the most recent half, which
+            # is where expected improvement is decided, so a 1,000-trial study stays fast.
+            by_value = sorted(done, key=lambda t: sign * t.value)
+            best = by_value[: self.max_gp_points // 2]
+            chosen = {t.number for t in best}
+            recent = [t for t in reversed(done) if t.number not in chosen]
+            done = best + recent[: self.max_gp_points - len(best)]
         X = np.array([_encode(t.params, space) for t in done])
         y = sign * np.array([t.value for t in done])  # lower is better from here on
         gp = GaussianProcessRegressor(
