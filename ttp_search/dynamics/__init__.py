@@ -1,9 +1,11 @@
 """Dynamics engine: steps to a target loss without training (linearized SDE)."""
 
+from ttp_search.dynamics.blocks import BlockGrams
 from ttp_search.dynamics.jacobian import sketched_jacobian, weight_direction
 from ttp_search.dynamics.sde import LinearizedSDE, StepsEstimate, schedule_factors
 
 __all__ = [
+    "BlockGrams",
     "LinearizedSDE",
     "StepsEstimate",
     "schedule_factors",

@@ -144,13 +144,49 @@ class LinearizedSDE:
         finally:
             model.train(was_training)
         Jf = J.reshape(self.n * self.C, -1)
-        lam, U = torch.linalg.eigh(Jf @ Jf.T)
+        self._set_gram(Jf @ Jf.T, f0.numpy(), d0.numpy(), rank)
+
+    def _set_gram(self, gram, f0: np.ndarray, d0: np.ndarray, rank: int) -> None:
+        lam, U = torch.linalg.eigh(torch.as_tensor(gram, dtype=torch.float64))
         order = torch.argsort(lam, descending=True)
         self.eigenvalues = lam[order].clamp_min(0).numpy()
         self.U = U[:, order].numpy()
-        self.f0 = f0.numpy()
-        self.d0 = d0.numpy()
-        self.rank = min(rank, int((self.eigenvalues > 1e-12 * self.eigenvalues[0]).sum()))
+        self.f0 = np.asarray(f0, dtype=np.float64)
+        self.d0 = np.asarray(d0, dtype=np.float64)
+        top = self.eigenvalues[0] if self.eigenvalues.size else 0.0
+        self.rank = min(rank, int((self.eigenvalues > 1e-12 * top).sum()))
+
+    @classmethod
+    def from_gram(
+        cls,
+        gram: np.ndarray,
+        f0: np.ndarray,
+        d0: np.ndarray,
+        targets: np.ndarray,
+        *,
+        loss: Loss,
+        num_data: int,
+        rank: int = 1024,
+    ) -> LinearizedSDE:
+        """An SDE from a precomputed function-space Gram ``J Jᵀ`` (``(n·C, n·C)``), the
+        outputs ``f0`` (``(n, C)``) and ``d0 = J w0`` at the pretrained weights, the encoded
+        targets (class indices for CE, values for MSE) and the full data set's size.
+
+        Grams add over parameter groups, so :class:`BlockGrams` builds the SDE of any set of
+        trainable blocks from one Jacobian pass per block.
+        """
+        if loss not in ("ce", "mse"):
+            raise InvalidInputError(f"loss must be 'ce' or 'mse', got {loss!r}")
+        self = cls.__new__(cls)
+        self.loss, self.N = loss, int(num_data)
+        self.n, self.C = np.asarray(f0).shape
+        if np.asarray(gram).shape != (self.n * self.C, self.n * self.C):
+            raise InvalidInputError(
+                f"gram must be ({self.n * self.C}, {self.n * self.C}), got {np.shape(gram)}"
+            )
+        self.Y = np.asarray(targets)
+        self._set_gram(gram, f0, d0, rank)
+        return self
 
     def _encode_targets(self, y: torch.Tensor) -> np.ndarray:
         if self.loss == "ce":
@@ -393,9 +429,19 @@ class LinearizedSDE:
                 hit = df.step[reached(df, col)]
                 found[col] = float(hit.iloc[0]) if len(hit) else math.inf
         else:
-            for col in ("loss", "loss_low", "loss_high"):
+            # One run of budget T gives the end of all three curves: the three searches
+            # share their runs, and the band's edges need less resolution than the mean.
+            ends: dict[int, pd.DataFrame] = {}
+
+            def end(T: int) -> pd.DataFrame:
+                if T not in ends:
+                    df = self.predict_curve(lr, bs, mom, wd, T, schedule, decay=decay, points=2)
+                    ends[T] = df.iloc[[-1]]
+                return ends[T]
+
+            for col, resolution in (("loss", 100), ("loss_low", 25), ("loss_high", 25)):
                 found[col] = self._shortest_budget(
-                    reached, col, lr, bs, mom, wd, schedule, decay, max_steps
+                    lambda T, col=col: bool(reached(end(T), col).iloc[0]), max_steps, resolution
                 )
         # The band's low edge reaches a loss target first; for accuracy only the mean exists.
         low, high = sorted((found["loss_low"], found["loss_high"]))
@@ -403,15 +449,13 @@ class LinearizedSDE:
             found["loss"], min(low, found["loss"]), max(high, found["loss"]), float(target), decay
         )
 
-    def _shortest_budget(self, reached, col, lr, bs, mom, wd, schedule, decay, max_steps):
-        def ok(T: int) -> bool:
-            df = self.predict_curve(lr, bs, mom, wd, T, schedule, decay=decay, points=2)
-            return bool(reached(df.iloc[[-1]], col).iloc[0])
-
+    @staticmethod
+    def _shortest_budget(ok, max_steps: int, resolution: int) -> float:
+        """Smallest budget T whose schedule ends at the target (``ok(T)``), to 1/resolution."""
         if not ok(max_steps):
             return math.inf
         lo, hi = 0, max_steps  # ok(hi) holds; find the smallest such budget by bisection
-        while hi - lo > max(1, hi // 200):
+        while hi - lo > max(1, hi // resolution):
             mid = (lo + hi) // 2
             if mid >= 1 and ok(mid):
                 hi = mid

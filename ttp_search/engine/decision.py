@@ -42,6 +42,9 @@ class TrialCurve:
     # The adapter's name for the trial (an Optuna trial number, a Ray trial id): decisions
     # say which trial they were compared with.
     label: int | str | None = None
+    # A predicted curve for this configuration (steps, low, high), e.g. from the linearized
+    # SDE: a trial whose observed value leaves it in the bad direction is stopped.
+    band: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         self.steps = np.asarray(self.steps, dtype=np.float64).ravel()
@@ -101,6 +104,9 @@ class DecisionCore:
         peer_percentile: a safeguard against overconfident extrapolation: a trial ahead of
             this percentile of its peers, each read at the same fraction of its own budget,
             is kept whatever its extrapolation says (``None``: the extrapolation alone).
+        band_tolerance: a trial with a predicted band (``TrialCurve.band``) is stopped once
+            past warm-up when its latest value is worse than the band's bad edge by more
+            than this fraction of the edge (``None``: bands are ignored).
     """
 
     def __init__(
@@ -114,7 +120,15 @@ class DecisionCore:
         value_range: tuple[float, float] | None = None,
         margin: float = 0.0,
         peer_percentile: float | None = 50.0,
+        band_tolerance: float | None = 0.5,
     ) -> None:
+        if band_tolerance is not None and not (
+            isinstance(band_tolerance, (int, float)) and 0 <= band_tolerance < math.inf
+        ):
+            raise InvalidInputError(
+                f"band_tolerance must be a number >= 0 or None, got {band_tolerance!r}"
+            )
+        self.band_tolerance = band_tolerance
         if direction not in ("minimize", "maximize"):
             raise InvalidInputError(
                 f"direction must be 'minimize' or 'maximize', got {direction!r}"
@@ -225,6 +239,9 @@ class DecisionCore:
             return Decision(
                 False, "at its budget: nothing left to save", remaining_cost_s=0.0, extra=seen
             )
+        outside = self.outside_band(trial)
+        if outside is not None:
+            return Decision(True, outside, remaining_cost_s=remaining, extra=seen)
         if n_done < self.n_startup_trials:
             return Decision(
                 False,
@@ -279,6 +296,27 @@ class DecisionCore:
             prob_better=p,
             **fields,
         )
+
+    def outside_band(self, trial: TrialCurve) -> str | None:
+        """Why the trial has left its predicted band in the bad direction, or ``None``."""
+        if self.band_tolerance is None or trial.band is None:
+            return None
+        if trial.last_step <= self.n_warmup_steps or trial.steps.size < self.min_points:
+            return None
+        steps, low, high = (np.asarray(a, dtype=np.float64) for a in trial.band)
+        if steps.size == 0 or trial.last_step > steps[-1]:
+            return None
+        at = trial.last_step
+        lo, hi = float(np.interp(at, steps, low)), float(np.interp(at, steps, high))
+        value = float(trial.values[-1])
+        edge = hi if self.direction == "minimize" else lo
+        slack = self.band_tolerance * abs(edge)
+        if self.better(edge + self._sign * slack, value):
+            return (
+                f"observed {value:.4g} at step {at:g} is outside the predicted band "
+                f"[{lo:.4g}, {hi:.4g}] by more than {self.band_tolerance:.0%}"
+            )
+        return None
 
     def peer_rank(self, trial: TrialCurve, others: Sequence[TrialCurve]) -> float | None:
         """Share of other trials this one is ahead of, each read at the same budget fraction.

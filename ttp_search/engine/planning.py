@@ -8,11 +8,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from ttp_search.errors import InvalidInputError
 
 CostFn = Callable[[dict[str, Any]], "float | nn.Module"]
+#: params -> (steps, low, high) to reach the training target, e.g. from a LinearizedSDE.
+StepsFn = Callable[[dict[str, Any]], "tuple[float, float, float]"]
+#: (params, budget steps) -> {"step": [...], "low": [...], "high": [...]}: the predicted
+#: curve of the configuration trained for that budget, for the pruner's band rule.
+BandFn = Callable[[dict[str, Any], int], "dict[str, list[float]]"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,21 @@ class TrialPlan:
     steps: int
     feasible: bool
     reason: str = ""
+    # With a steps_fn: the predicted steps to the target and their interval (no margin).
+    target_steps: float | None = None
+    target_low: float | None = None
+    target_high: float | None = None
+
+    @property
+    def target_seconds(self) -> tuple[float, float, float] | None:
+        """Predicted seconds to the target (steps x step time), with its interval."""
+        if self.target_steps is None:
+            return None
+        return (
+            self.target_steps * self.step_s,
+            self.target_low * self.step_low_s,
+            self.target_high * self.step_high_s,
+        )
 
     @property
     def seconds(self) -> float:
@@ -47,6 +68,12 @@ class BudgetPlanner:
     parameter; ``optimizer``), or a :class:`~ttp_search.cost.StepTimePrediction`. The budget
     is ``trial_budget_s / step seconds`` steps, at most ``max_steps``, shrunk to the study's
     time left; a configuration that cannot run ``min_steps`` within that is infeasible.
+
+    With ``steps_fn`` (params -> predicted steps to a training target, low, high; see
+    :class:`~ttp_search.dynamics.BlockGrams`) the budget is instead the predicted steps times
+    ``1 + steps_margin``: a configuration predicted never to reach the target, or to need
+    more than ``max_steps`` or the per-trial cap, is infeasible; the study's time left still
+    caps the budget.
     """
 
     def __init__(
@@ -60,14 +87,26 @@ class BudgetPlanner:
         batch_size: int | str | None = None,
         optimizer: str = "sgd",
         cost_model=None,
+        steps_fn: StepsFn | None = None,
+        steps_margin: float = 0.1,
+        band_fn: BandFn | None = None,
     ) -> None:
+        if steps_fn is not None and not callable(steps_fn):
+            raise InvalidInputError(f"steps_fn must be callable or None, got {steps_fn!r}")
+        if not (isinstance(steps_margin, numbers.Real) and 0 <= steps_margin < 10):
+            raise InvalidInputError(f"steps_margin must be in [0, 10), got {steps_margin!r}")
+        self.steps_fn, self.steps_margin = steps_fn, float(steps_margin)
+        if band_fn is not None and not callable(band_fn):
+            raise InvalidInputError(f"band_fn must be callable or None, got {band_fn!r}")
+        self.band_fn = band_fn
+        self._steps_cache: dict[tuple, tuple[float, float, float]] = {}
         if not callable(cost_fn):
             raise InvalidInputError(f"cost_fn must be callable, got {cost_fn!r}")
         if trial_budget_s is not None and not (
             isinstance(trial_budget_s, numbers.Real) and trial_budget_s > 0
         ):
             raise InvalidInputError(f"trial_budget_s must be > 0 or None, got {trial_budget_s!r}")
-        if trial_budget_s is None and max_steps is None:
+        if trial_budget_s is None and max_steps is None and steps_fn is None:
             raise InvalidInputError("give trial_budget_s, max_steps or both to size budgets")
         for name, value in (("max_steps", max_steps), ("min_steps", min_steps)):
             if value is not None and (
@@ -120,9 +159,31 @@ class BudgetPlanner:
             )
         return float(out), float(out), float(out)
 
-    def plan(self, params: dict[str, Any], time_left_s: float | None = None) -> TrialPlan:
-        """Price ``params`` and size its budget within the per-trial cap and the time left."""
+    def target_steps(self, params: dict[str, Any]) -> tuple[float, float, float]:
+        """``steps_fn(params)``, cached (an SDE prediction costs milliseconds to seconds)."""
+        key = tuple(sorted((k, repr(v)) for k, v in params.items()))
+        if key not in self._steps_cache:
+            out = self.steps_fn(dict(params))
+            if hasattr(out, "steps"):
+                out = (out.steps, out.low, out.high)
+            steps, low, high = (float(v) for v in out)
+            if math.isnan(steps) or steps < 0:
+                raise InvalidInputError(f"steps_fn must return steps >= 0 or inf, got {out!r}")
+            self._steps_cache[key] = (steps, min(low, steps), max(high, steps))
+        return self._steps_cache[key]
+
+    def plan(
+        self, params: dict[str, Any], time_left_s: float | None = None, steps_scale: float = 1.0
+    ) -> TrialPlan:
+        """Price ``params`` and size its budget within the per-trial cap and the time left.
+
+        ``steps_scale`` multiplies ``steps_fn``'s prediction: the study's measured/predicted
+        ratio (see :func:`steps_scale`), so a systematic error of the steps model is not
+        paid for by every trial.
+        """
         step_s, low_s, high_s = self.step_cost(params)
+        if self.steps_fn is not None:
+            return self._plan_to_target(params, step_s, low_s, high_s, time_left_s, steps_scale)
         caps = []  # steps allowed by each limit
         if self.trial_budget_s is not None:
             caps.append(math.floor(self.trial_budget_s / step_s))
@@ -145,3 +206,61 @@ class BudgetPlanner:
             f"{self.min_steps * step_s:.1f} s, over {what} ({max(min(limits), 0.0):.1f} s)"
         )
         return TrialPlan(step_s, low_s, high_s, int(steps), False, reason)
+
+    def _plan_to_target(self, params, step_s, low_s, high_s, time_left_s, scale) -> TrialPlan:
+        need, need_low, need_high = (scale * v for v in self.target_steps(params))
+        plan = dict(target_steps=need, target_low=need_low, target_high=need_high)
+        if not math.isfinite(need):
+            reason = "predicted never to reach the target"
+            return TrialPlan(step_s, low_s, high_s, 0, False, reason, **plan)
+        steps = max(self.min_steps, math.ceil(need * (1 + self.steps_margin)))
+        if self.max_steps is not None and steps > self.max_steps:
+            reason = f"needs {steps} steps to the target, over max_steps ({self.max_steps})"
+            return TrialPlan(step_s, low_s, high_s, steps, False, reason, **plan)
+        if self.trial_budget_s is not None and steps * step_s > self.trial_budget_s:
+            reason = (
+                f"needs {steps} steps x {step_s:.3g} s = {steps * step_s:.1f} s to the target, "
+                f"over the per-trial cap ({self.trial_budget_s:.1f} s)"
+            )
+            return TrialPlan(step_s, low_s, high_s, steps, False, reason, **plan)
+        if time_left_s is not None:
+            steps = min(steps, math.floor(max(time_left_s, 0.0) / max(high_s, step_s)))
+            if steps < self.min_steps:
+                reason = f"the study's remaining time ({max(time_left_s, 0.0):.1f} s) is too short"
+                return TrialPlan(step_s, low_s, high_s, steps, False, reason, **plan)
+        return TrialPlan(step_s, low_s, high_s, int(steps), True, **plan)
+
+
+def band_arrays(band) -> tuple | None:
+    """A stored band ``{"step", "low", "high"}`` as the core's (steps, low, high) arrays."""
+    if not band:
+        return None
+    return tuple(np.asarray(band[k], dtype=np.float64) for k in ("step", "low", "high"))
+
+
+def band_record(band_fn: BandFn | None, params: dict[str, Any], steps: int) -> dict | None:
+    """``band_fn``'s band as plain lists (what Optuna attributes and Ray configs can hold)."""
+    if band_fn is None:
+        return None
+    band = band_fn(dict(params), int(steps))
+    out = {k: [float(v) for v in np.asarray(band[k]).ravel()] for k in ("step", "low", "high")}
+    crossing = band.get("crossing")  # the predicted first step at the target, if given
+    out["crossing"] = float(crossing) if crossing is not None else None
+    return out
+
+
+def steps_scale(pairs: Sequence[tuple[float, float]], *, min_pairs: int = 2) -> float:
+    """Median ratio measured / predicted over (predicted, measured) steps to the target.
+
+    A trial that ran its whole budget without reaching the target enters with a lower
+    bound (its budget), so budgets sized too short push the scale back up.
+
+    The correction a study learns from its own finished trials: the linearized SDE ranks
+    configurations well but its absolute step counts can be off by a constant factor (the
+    real network leaves the linear regime). 1.0 until ``min_pairs`` trials have reached the
+    target; clipped to [0.05, 20].
+    """
+    ratios = [m / p for p, m in pairs if p and m and p > 0 and m > 0 and math.isfinite(m / p)]
+    if len(ratios) < min_pairs:
+        return 1.0
+    return float(np.clip(np.median(ratios), 0.05, 20.0))

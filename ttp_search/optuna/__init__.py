@@ -9,6 +9,7 @@ from ttp_search.optuna._helpers import (
     get_budget,
     linear_decay_lr,
     record_failures,
+    record_target_reached,
     report,
     set_budget,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "get_budget",
     "linear_decay_lr",
     "record_failures",
+    "record_target_reached",
     "report",
     "set_budget",
 ]

@@ -133,3 +133,14 @@ def record_failures(objective: Callable[[optuna.Trial], float]) -> Callable[[opt
         return value
 
     return wrapped
+
+
+def record_target_reached(trial: optuna.Trial, step: int) -> None:
+    """Record the first step at which the trial reached the search's training target.
+
+    With a ``steps_fn`` in :class:`CostAwareSampler`, the ratio of these steps to the
+    predicted ones over finished trials rescales later budgets. Later calls are ignored.
+    """
+    step = check_int("step", step, 1)
+    if keys.TARGET_REACHED not in trial.user_attrs:
+        trial.set_user_attr(keys.TARGET_REACHED, step)

@@ -14,6 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ttp_search.engine import TrialCurve
+from ttp_search.engine.planning import band_arrays
 
 PREFIX = "ttp:"
 BUDGET = PREFIX + "budget_steps"
@@ -31,6 +32,11 @@ INFEASIBLE = PREFIX + "infeasible"
 DECISION = PREFIX + "decision"
 PRUNE_REASON = PREFIX + "prune_reason"
 FAIL_REASON = PREFIX + "fail_reason"
+BAND = PREFIX + "band"  # {"step": [...], "low": [...], "high": [...]}: a predicted curve
+TARGET_STEPS = PREFIX + "predicted_target_steps"  # [steps, low, high] to the training target
+PREDICTED_CROSSING = PREFIX + "predicted_crossing_step"  # steps_fn model's, before scaling
+STEPS_SCALE = PREFIX + "steps_scale"  # measured / predicted ratio applied to this trial
+TARGET_REACHED = PREFIX + "target_reached_step"  # first step the target was reached
 
 
 def set_attr(study: optuna.Study, trial: FrozenTrial, key: str, value) -> None:
@@ -111,4 +117,5 @@ def trial_curve(trial: FrozenTrial, *, measure_now: bool = False) -> TrialCurve:
         finished=finished,
         predicted_final=pred,
         label=trial.number,
+        band=band_arrays(attrs.get(BAND)),
     )

@@ -43,6 +43,9 @@ class TTPPruner(BasePruner):
         peer_percentile: keep a trial that is ahead of this percentile of the other trials,
             each read at the same fraction of its own budget, whatever its extrapolation
             says (a guard against overconfident fits); ``None`` disables it.
+        band_tolerance: a trial whose sampler stored a predicted curve (``ttp:band``, e.g.
+            the linearized SDE's for its configuration) is stopped when its latest value is
+            worse than the band's edge by more than this fraction (``None``: ignore bands).
         default_budget_steps: the budget of trials that have none; by default the largest
             last step among completed trials (with none, a trial is judged at its current step).
 
@@ -79,6 +82,7 @@ class TTPPruner(BasePruner):
         default_budget_steps: int | None = None,
         margin: float = 0.0,
         peer_percentile: float | None = 50.0,
+        band_tolerance: float | None = 0.5,
     ) -> None:
         self._options = adapter_options(
             interval_steps=interval_steps,
@@ -90,6 +94,7 @@ class TTPPruner(BasePruner):
             value_range=value_range,
             margin=margin,
             peer_percentile=peer_percentile,
+            band_tolerance=band_tolerance,
         )
         self.interval_steps = interval_steps
         self.time_budget_s = time_budget_s

@@ -20,7 +20,15 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import Matern, WhiteKernel
 
-from ttp_search.engine.planning import BudgetPlanner, CostFn, TrialPlan
+from ttp_search.engine.planning import (
+    BandFn,
+    BudgetPlanner,
+    CostFn,
+    StepsFn,
+    TrialPlan,
+    band_record,
+    steps_scale,
+)
 from ttp_search.errors import InvalidInputError
 from ttp_search.optuna import _storage as keys
 
@@ -47,6 +55,12 @@ class CostAwareSampler(BaseSampler):
     Pass ``search_space`` (name -> distribution) so even the first trials are priced before
     they run; otherwise the space is learnt from completed trials, and until then a trial is
     priced when the objective first calls :func:`get_budget` (and pruned there if over a cap).
+
+    Fine-tuning searches: ``steps_fn(params)`` -> (steps, low, high) to a training target
+    (e.g. from :class:`~ttp_search.dynamics.BlockGrams`) makes each budget the predicted steps
+    times ``1 + steps_margin`` (see :class:`~ttp_search.engine.BudgetPlanner`), stored as
+    ``ttp:predicted_target_steps``; ``band_fn(params, steps)`` stores the predicted curve as
+    ``ttp:band`` for :class:`TTPPruner`'s band rule.
 
     Stored on each trial: ``ttp:predicted_step_s`` (and ``_low_s``/``_high_s``),
     ``ttp:budget_steps``, ``ttp:predicted_seconds``/``_low``/``_high`` for the whole budget,
@@ -87,6 +101,9 @@ class CostAwareSampler(BaseSampler):
         cost_model=None,
         seed: int | None = None,
         max_gp_points: int = 200,
+        steps_fn: StepsFn | None = None,
+        steps_margin: float = 0.1,
+        band_fn: BandFn | None = None,
     ) -> None:
         if study_budget_s is not None and not (
             isinstance(study_budget_s, numbers.Real) and study_budget_s > 0
@@ -101,6 +118,9 @@ class CostAwareSampler(BaseSampler):
             batch_size=batch_size,
             optimizer=optimizer,
             cost_model=cost_model,
+            steps_fn=steps_fn,
+            steps_margin=steps_margin,
+            band_fn=band_fn,
         )
         if isinstance(n_candidates, bool) or not isinstance(n_candidates, int) or n_candidates < 1:
             raise InvalidInputError(f"n_candidates must be an integer >= 1, got {n_candidates!r}")
@@ -127,19 +147,45 @@ class CostAwareSampler(BaseSampler):
         return self.planner.step_cost(params)
 
     def plan(
-        self, study: optuna.Study, params: dict[str, Any], time_left_s: float | None = None
+        self,
+        study: optuna.Study,
+        params: dict[str, Any],
+        time_left_s: float | None = None,
+        scale: float | None = None,
     ) -> TrialPlan:
         """Price ``params`` and size its budget within the caps and the study's time left
-        (read from the study unless the caller passes it)."""
+        (read from the study unless the caller passes it, like the steps scale)."""
         if time_left_s is None:
             time_left_s = keys.study_time_left(study, self.study_budget_s)
-        return self.planner.plan(params, time_left_s)
+        if scale is None:
+            scale = self.steps_scale(study)
+        return self.planner.plan(params, time_left_s, steps_scale=scale)
 
-    def _store(self, study, trial: FrozenTrial, plan: TrialPlan, note: str) -> None:
+    def steps_scale(self, study: optuna.Study) -> float:
+        """Measured / predicted steps to the target over this study's trials that reached it
+        (recorded with :func:`record_target_reached`); 1.0 without ``steps_fn``."""
+        if self.planner.steps_fn is None:
+            return 1.0
+        pairs = []
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            a = t.user_attrs
+            if not a.get(keys.PREDICTED_CROSSING):
+                continue
+            if keys.TARGET_REACHED in a:
+                pairs.append((a[keys.PREDICTED_CROSSING], a[keys.TARGET_REACHED]))
+            elif t.state == TrialState.COMPLETE and a.get(keys.BUDGET):
+                # Ran its whole budget short of the target: it needed more than its budget.
+                pairs.append((a[keys.PREDICTED_CROSSING], 1.25 * a[keys.BUDGET]))
+        return steps_scale(pairs)
+
+    def _store(self, study, trial: FrozenTrial, params, plan: TrialPlan, note: str) -> None:
         keys.set_attr(study, trial, keys.PREDICTED_STEP, plan.step_s)
         keys.set_attr(study, trial, keys.PREDICTED_STEP_LOW, plan.step_low_s)
         keys.set_attr(study, trial, keys.PREDICTED_STEP_HIGH, plan.step_high_s)
         keys.set_attr(study, trial, keys.SAMPLER_NOTE, note)
+        if plan.target_steps is not None:
+            target = [plan.target_steps, plan.target_low, plan.target_high]
+            keys.set_attr(study, trial, keys.TARGET_STEPS, target)
         if not plan.feasible:
             keys.set_attr(study, trial, keys.INFEASIBLE, plan.reason)
             return
@@ -147,10 +193,25 @@ class CostAwareSampler(BaseSampler):
         keys.set_attr(study, trial, keys.PREDICTED_SECONDS, plan.seconds)
         keys.set_attr(study, trial, keys.PREDICTED_LOW, plan.seconds_low)
         keys.set_attr(study, trial, keys.PREDICTED_HIGH, plan.seconds_high)
+        if self.planner.band_fn is None:
+            return
+        # The model's curve runs `scale` times slower or faster than the study has measured:
+        # predict the budget it would need and stretch the curve onto this trial's steps.
+        scale = 1.0
+        if plan.target_steps is not None:
+            raw = self.planner.target_steps(params)[0]
+            scale = plan.target_steps / raw if raw > 0 else 1.0
+        band = band_record(self.planner.band_fn, params, max(1, round(plan.steps / scale)))
+        keys.set_attr(study, trial, keys.STEPS_SCALE, scale)
+        if band.get("crossing") is not None:
+            keys.set_attr(study, trial, keys.PREDICTED_CROSSING, band["crossing"])
+        band["step"] = [scale * v for v in band["step"]]
+        band.pop("crossing", None)
+        keys.set_attr(study, trial, keys.BAND, band)
 
     def assign_budget(self, study, trial: FrozenTrial, params: dict[str, Any]) -> None:
         """Price a configuration the objective has already suggested (define-by-run)."""
-        self._store(study, trial, self.plan(study, params), "priced after sampling")
+        self._store(study, trial, params, self.plan(study, params), "priced after sampling")
 
     # -- BaseSampler -----------------------------------------------------------------------
 
@@ -167,8 +228,10 @@ class CostAwareSampler(BaseSampler):
         proposals = []
         for _ in range(4):  # rounds of proposals before giving up on a feasible one
             batch = [self._propose(study, trial, search_space) for _ in range(self.n_candidates)]
-            left = keys.study_time_left(study, self.study_budget_s)  # once per batch, not per plan
-            plans = [self.plan(study, p, left) for p in batch]
+            # The study's state is read once per batch, not once per proposal.
+            left = keys.study_time_left(study, self.study_budget_s)
+            scale = self.steps_scale(study)
+            plans = [self.plan(study, p, left, scale) for p in batch]
             proposals += [(p, q) for p, q in zip(batch, plans, strict=True) if q.feasible]
             if proposals:
                 break
@@ -177,7 +240,7 @@ class CostAwareSampler(BaseSampler):
             note = f"no feasible proposal in {4 * self.n_candidates}: {plan.reason}"
         else:
             chosen, plan, note = self._choose(study, search_space, proposals)
-        self._store(study, trial, plan, note)
+        self._store(study, trial, chosen, plan, note)
         return chosen
 
     def sample_independent(self, study, trial, param_name, param_distribution) -> Any:

@@ -12,12 +12,14 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from ttp_search.engine import Decision, DecisionCore
 from ttp_search.engine.decision import TrialCurve, adapter_options, should_judge
+from ttp_search.engine.planning import band_arrays
 from ttp_search.errors import InvalidInputError
 
 STEP_KEY = "ttp_step"
 BUDGET_KEY = "ttp_budget_steps"
 SCHEDULE_KEY = "ttp_schedule"
 PREDICTED_STEP_KEY = "ttp_predicted_step_s"
+BAND_KEY = "ttp_band"  # {"step": [...], "low": [...], "high": [...]}: a predicted curve
 
 
 @dataclass
@@ -32,6 +34,7 @@ class _TrialState:
     status: str = "running"  # running, completed, stopped, errored, removed
     final: float | None = None
     prediction: tuple[float, float, float] | None = None
+    band: tuple | None = None
 
     def curve(self) -> TrialCurve:
         steps, values = list(self.steps), list(self.values)
@@ -48,6 +51,7 @@ class _TrialState:
             recent_step_s=self.recent_step_s,
             finished=self.status == "completed",
             predicted_final=self.prediction,
+            band=self.band,
         )
 
 
@@ -100,6 +104,7 @@ class TTPScheduler(FIFOScheduler):
         default_budget_steps: int | None = None,
         margin: float = 0.0,
         peer_percentile: float | None = 50.0,
+        band_tolerance: float | None = 0.5,
     ) -> None:
         super().__init__()
         if mode not in (None, "min", "max"):
@@ -114,6 +119,7 @@ class TTPScheduler(FIFOScheduler):
             value_range=value_range,
             margin=margin,
             peer_percentile=peer_percentile,
+            band_tolerance=band_tolerance,
         )
         self._metric = metric
         self._mode = mode
@@ -157,6 +163,7 @@ class TTPScheduler(FIFOScheduler):
             budget=config.get(BUDGET_KEY, self.default_budget_steps),
             schedule=config.get(SCHEDULE_KEY, "constant"),
             predicted_step_s=config.get(PREDICTED_STEP_KEY),
+            band=band_arrays(config.get(BAND_KEY)),
         )
         self._trials[trial.trial_id] = state
 

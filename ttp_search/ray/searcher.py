@@ -10,14 +10,18 @@ from typing import Any
 from ray.tune.search import Searcher
 
 from ttp_search.engine import BudgetPlanner
-from ttp_search.engine.planning import CostFn
+from ttp_search.engine.planning import BandFn, CostFn, StepsFn, band_record
 from ttp_search.errors import InvalidInputError
-from ttp_search.ray.scheduler import BUDGET_KEY, PREDICTED_STEP_KEY
+from ttp_search.ray.scheduler import BAND_KEY, BUDGET_KEY, PREDICTED_STEP_KEY, SCHEDULE_KEY
 
 PREDICTED_SECONDS_KEY = "ttp_predicted_seconds"
 PREDICTED_LOW_KEY = "ttp_predicted_low"
 PREDICTED_HIGH_KEY = "ttp_predicted_high"
+TARGET_STEPS_KEY = "ttp_predicted_target_steps"
 TTP_KEYS = (
+    TARGET_STEPS_KEY,
+    BAND_KEY,
+    SCHEDULE_KEY,
     BUDGET_KEY,
     PREDICTED_STEP_KEY,
     PREDICTED_SECONDS_KEY,
@@ -37,7 +41,10 @@ class CostAwareSearcher(Searcher):
     unaffordable suggestions in a row the search ends (``Searcher.FINISHED``).
     The config the trainable receives gains ``ttp_budget_steps``, ``ttp_predicted_step_s``
     and ``ttp_predicted_seconds``/``_low``/``_high``. Works around ``OptunaSearch`` (with
-    any Optuna sampler) like any other searcher.
+    any Optuna sampler) like any other searcher. ``steps_fn``, ``steps_margin`` and
+    ``band_fn`` size fine-tuning budgets to a predicted target as in
+    :class:`ttp_search.optuna.CostAwareSampler` (config keys ``ttp_predicted_target_steps``,
+    ``ttp_schedule`` = ``"linear"`` and ``ttp_band`` for :class:`TTPScheduler`).
     """
 
     def __init__(
@@ -54,6 +61,9 @@ class CostAwareSearcher(Searcher):
         optimizer: str = "sgd",
         cost_model=None,
         max_retries: int = 32,
+        steps_fn: StepsFn | None = None,
+        steps_margin: float = 0.1,
+        band_fn: BandFn | None = None,
     ) -> None:
         if not isinstance(searcher, Searcher):
             raise InvalidInputError(f"searcher must be a ray.tune Searcher, got {searcher!r}")
@@ -68,6 +78,9 @@ class CostAwareSearcher(Searcher):
             batch_size=batch_size,
             optimizer=optimizer,
             cost_model=cost_model,
+            steps_fn=steps_fn,
+            steps_margin=steps_margin,
+            band_fn=band_fn,
         )
         self.time_budget_s = time_budget_s
         self.max_retries = max_retries
@@ -100,7 +113,7 @@ class CostAwareSearcher(Searcher):
             plan = self.planner.plan(params, self._time_left())
             if plan.feasible:
                 self._base_id[trial_id] = base_id
-                return {
+                out = {
                     **config,
                     BUDGET_KEY: plan.steps,
                     PREDICTED_STEP_KEY: plan.step_s,
@@ -108,6 +121,13 @@ class CostAwareSearcher(Searcher):
                     PREDICTED_LOW_KEY: plan.seconds_low,
                     PREDICTED_HIGH_KEY: plan.seconds_high,
                 }
+                if plan.target_steps is not None:
+                    out[TARGET_STEPS_KEY] = [plan.target_steps, plan.target_low, plan.target_high]
+                    out[SCHEDULE_KEY] = "linear"  # the budget is sized for a linear decay
+                band = band_record(self.planner.band_fn, params, plan.steps)
+                if band is not None:
+                    out[BAND_KEY] = band
+                return out
             self.rejected.append((params, plan.reason))
             # The wrapped searcher must not wait for a result that will never come.
             self.searcher.on_trial_complete(base_id, None, error=True)
