@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-cost test lint bench-cost bench-curves bench-pruners bench-ray bench-steps bench-load curves-data calibrate clean-venv
+.PHONY: demo demo-cost finetune bench-pipeline test lint bench-cost bench-curves bench-pruners bench-ray bench-steps bench-load curves-data calibrate clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python studies/cost_aware_nas.py
+
+finetune: $(STAMP)
+	$(BIN)/python studies/finetune_search.py
+
+bench-pipeline: $(STAMP)
+	$(BIN)/python scripts/bench_pipeline.py
 
 demo-cost: $(STAMP)
 	$(BIN)/python scripts/demo_cost.py

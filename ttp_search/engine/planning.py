@@ -213,7 +213,8 @@ class BudgetPlanner:
         if not math.isfinite(need):
             reason = "predicted never to reach the target"
             return TrialPlan(step_s, low_s, high_s, 0, False, reason, **plan)
-        steps = max(self.min_steps, math.ceil(need * (1 + self.steps_margin)))
+        # (tolerance: 100 x 1.1 is 110 steps, not 111 from rounding)
+        steps = max(self.min_steps, math.ceil(need * (1 + self.steps_margin) - 1e-9))
         if self.max_steps is not None and steps > self.max_steps:
             reason = f"needs {steps} steps to the target, over max_steps ({self.max_steps})"
             return TrialPlan(step_s, low_s, high_s, steps, False, reason, **plan)
@@ -260,7 +261,7 @@ def steps_scale(pairs: Sequence[tuple[float, float]], *, min_pairs: int = 2) -> 
     real network leaves the linear regime). 1.0 until ``min_pairs`` trials have reached the
     target; clipped to [0.05, 20].
     """
-    ratios = [m / p for p, m in pairs if p and m and p > 0 and m > 0 and math.isfinite(m / p)]
+    ratios = [m / p for p, m in pairs if 0 < p < math.inf and 0 < m < math.inf]
     if len(ratios) < min_pairs:
         return 1.0
     return float(np.clip(np.median(ratios), 0.05, 20.0))

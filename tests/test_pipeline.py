@@ -1,0 +1,205 @@
+"""The fine-tuning pipeline: per-block Grams, budgets from predicted steps, the band rule."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from ttp_search.dynamics import BlockGrams, LinearizedSDE
+from ttp_search.engine import BudgetPlanner, DecisionCore, TrialCurve
+from ttp_search.engine.planning import steps_scale
+from ttp_search.errors import InvalidInputError
+from ttp_search.optuna import (
+    CostAwareSampler,
+    TTPPruner,
+    get_budget,
+    record_target_reached,
+    report,
+)
+
+BLOCKS = {"body": ["0."], "head": ["2."]}
+
+
+def _net_and_data(seed=0):
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 3))
+    x = torch.randn(40, 6)
+    y = torch.nn.functional.one_hot(torch.randint(0, 3, (40,)), 3).float()
+    return net, x, y
+
+
+HP = dict(lr=0.2, batch_size=8, momentum=0.5, weight_decay=1e-3)
+
+
+def test_block_grams_sum_to_the_sde_of_the_trained_blocks():
+    net, x, y = _net_and_data()
+    kw = dict(loss="mse", num_samples=40, projection_dim=10_000, seed=0)
+    grams = BlockGrams(net, x, y, BLOCKS, **kw)
+    full = LinearizedSDE(net, x, y, **kw)
+    both = grams.sde(["body", "head"]).predict_curve(**HP, steps=50)
+    pd.testing.assert_frame_equal(both, full.predict_curve(**HP, steps=50), rtol=1e-6)
+    for p in net[0].parameters():
+        p.requires_grad_(False)  # only the head is fine-tuned
+    head_only = LinearizedSDE(net, x, y, **kw).predict_curve(**HP, steps=50)
+    pd.testing.assert_frame_equal(grams.sde("head").predict_curve(**HP, steps=50), head_only)
+    assert all(p.requires_grad for p in net[2].parameters())  # the model is left as it was
+    with pytest.raises(InvalidInputError, match="subset"):
+        grams.sde(["neck"])
+    with pytest.raises(InvalidInputError, match="matches no parameter"):
+        BlockGrams(net, x, y, {"neck": ["9."]}, **kw)
+
+
+def test_block_grams_are_computed_once_and_keyed_by_weights(tmp_path):
+    net, x, y = _net_and_data()
+    kw = dict(loss="mse", num_samples=20, projection_dim=64, seed=0, folder=tmp_path)
+    first = BlockGrams.load_or_compute(net, x, y, BLOCKS, **kw)
+    again = BlockGrams.load_or_compute(net, x, y, BLOCKS, **kw)
+    assert first.computed_here and not again.computed_here and first.path == again.path
+    np.testing.assert_array_equal(first.grams["head"], again.grams["head"])
+    other, _, _ = _net_and_data(seed=1)
+    assert BlockGrams.load_or_compute(other, x, y, BLOCKS, **kw).path != first.path
+    first.path.write_bytes(b"corrupt")  # a corrupt cache file is recomputed, not trusted
+    assert BlockGrams.load_or_compute(net, x, y, BLOCKS, **kw).computed_here
+
+
+def _planner(steps, **kw):
+    return BudgetPlanner(lambda p: 0.01, steps_fn=lambda p: steps, **kw)
+
+
+def test_budget_is_the_predicted_steps_with_a_margin_within_the_limits():
+    plan = _planner((100.0, 80.0, 130.0), trial_budget_s=10.0, steps_margin=0.2).plan({})
+    assert plan.feasible and plan.steps == 120 and plan.target_steps == 100.0
+    assert plan.target_seconds == pytest.approx((1.0, 0.8, 1.3))
+    never = _planner((math.inf, math.inf, math.inf), max_steps=500).plan({})
+    assert not never.feasible and "never" in never.reason
+    long = _planner((1000.0, 900.0, 1100.0), max_steps=500).plan({})
+    assert not long.feasible and "max_steps" in long.reason
+    costly = _planner((1000.0, 900.0, 1100.0), trial_budget_s=5.0).plan({})
+    assert not costly.feasible and "per-trial cap" in costly.reason
+    late = _planner((100.0, 80.0, 130.0), max_steps=500).plan({}, time_left_s=0.5)
+    assert late.feasible and late.steps == 50  # the study's end caps the budget
+    scaled = _planner((100.0, 80.0, 130.0), max_steps=500, steps_margin=0.0)
+    assert scaled.plan({}, steps_scale=0.5).steps == 50
+    with pytest.raises(InvalidInputError, match="steps_margin"):
+        _planner((1.0, 1.0, 1.0), max_steps=5, steps_margin=-1)
+
+
+def test_steps_scale_is_the_median_ratio_and_needs_two_trials():
+    assert steps_scale([(100, 50)]) == 1.0
+    assert steps_scale([(100, 50), (200, 80), (100, 60)]) == pytest.approx(0.5)
+    assert steps_scale([(100, 1e9), (100, 1e9)]) == 20.0  # clipped
+    assert steps_scale([(math.inf, 10), (100, 40), (100, 60)]) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("direction", ["minimize", "maximize"])
+def test_a_trial_that_leaves_its_band_in_the_bad_direction_is_stopped(direction):
+    sign = 1.0 if direction == "minimize" else -1.0
+    core = DecisionCore(direction, n_startup_trials=5, band_tolerance=0.5)
+    band = (np.array([0.0, 100.0]), sign * np.array([1.0, 0.1]), sign * np.array([1.2, 0.2]))
+    if direction == "maximize":
+        band = (band[0], band[2], band[1])  # low < high
+    k = np.arange(1.0, 51.0)
+    expected = sign * (1.1 - 0.01 * k)
+    ok = TrialCurve(k, expected, budget_steps=100, band=band)
+    assert not core.decide(ok, []).prune
+    bad = TrialCurve(k, 3 * expected, budget_steps=100, band=band)
+    decision = core.decide(bad, [])
+    assert decision.prune and "outside the predicted band" in decision.reason
+    better = TrialCurve(k, 0.2 * expected, budget_steps=100, band=band)
+    assert not core.decide(better, []).prune  # better than predicted is never stopped
+    ignoring = DecisionCore(direction, n_startup_trials=5, band_tolerance=None)
+    assert not ignoring.decide(bad, []).prune
+
+
+def test_sampler_prices_by_steps_to_target_stores_the_band_and_learns_the_scale():
+    def steps_fn(p):
+        s = 200.0 / p["lr"]
+        return s, 0.8 * s, 1.3 * s
+
+    def band_fn(p, steps):
+        grid = np.linspace(0, steps, 11)
+        mean = 1.0 / (1.0 + p["lr"] * grid / 20)
+        return {"step": grid, "low": 0.9 * mean, "high": 1.1 * mean, "crossing": 0.9 * steps}
+
+    sampler = CostAwareSampler(
+        cost_fn=lambda p: 0.001,
+        max_steps=10_000,
+        search_space={"lr": optuna.distributions.FloatDistribution(0.5, 2.0)},
+        steps_fn=steps_fn,
+        steps_margin=0.1,
+        band_fn=band_fn,
+        seed=0,
+    )
+    study = optuna.create_study(sampler=sampler, pruner=TTPPruner(n_startup_trials=0))
+
+    def objective(trial):
+        lr = trial.suggest_float("lr", 0.5, 2.0)
+        steps = get_budget(trial)
+        assert steps == math.ceil(trial.user_attrs["ttp:steps_scale"] * 200 / lr * 1.1)
+        report(trial, 0.5, steps // 2)
+        record_target_reached(trial, steps // 3)  # the real run is faster than predicted
+        return 0.5
+
+    study.optimize(objective, n_trials=4)
+    attrs = [t.user_attrs for t in study.trials]
+    assert all(len(a["ttp:predicted_target_steps"]) == 3 for a in attrs)
+    assert all(set(a["ttp:band"]) == {"step", "low", "high"} for a in attrs)
+    scales = [a["ttp:steps_scale"] for a in attrs]
+    assert scales[:2] == [1.0, 1.0]  # learnt once two trials have reached the target
+    assert scales[2] < 0.5 and scales[3] == pytest.approx(scales[2], rel=0.3)
+    json.dumps(attrs)
+
+
+def test_ray_searcher_passes_the_pipeline_keys():
+    pytest.importorskip("ray")
+    from ray.tune.search import Searcher
+
+    from ttp_search.ray import CostAwareSearcher
+
+    class Fixed(Searcher):
+        def suggest(self, trial_id):
+            return {"lr": 0.1}
+
+        def on_trial_complete(self, trial_id, result=None, error=False):
+            pass
+
+    searcher = CostAwareSearcher(
+        Fixed(metric="loss", mode="min"),
+        cost_fn=lambda p: 0.01,
+        max_steps=1000,
+        steps_fn=lambda p: (100.0, 90.0, 120.0),
+        band_fn=lambda p, s: {"step": [0, s], "low": [1.0, 0.1], "high": [1.2, 0.2]},
+    )
+    config = searcher.suggest("t1")
+    assert config["ttp_budget_steps"] == 110 and config["ttp_schedule"] == "linear"
+    assert config["ttp_predicted_target_steps"] == [100.0, 90.0, 120.0]
+    assert config["ttp_band"]["high"] == [1.2, 0.2]
+
+
+def test_finetune_study_runs_end_to_end(calibrated, tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies"))
+    import finetune_search
+
+    out = tmp_path / "ft"
+    args = ["--budget", "25", "--max-steps", "400", "--target", "0.6", "--num-samples", "48"]
+    args += ["--out", str(out), "--study-name", "ft", "--threads", str(torch.get_num_threads())]
+    assert finetune_search.main(args) == 0
+    df = pd.read_csv(out / "trials.csv")
+    assert {"predicted_steps", "measured_steps", "predicted_seconds_to_target"} <= set(df.columns)
+    assert len(df) >= 2 and (df.state != "FAIL").all()
+    ran = df[df.budget_steps.notna()]
+    assert (ran.budget_steps <= 400).all()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["prediction_s"] > 0 and summary["trials"] == len(df)
+    for name in ("predicted_vs_measured_seconds.png", "loss_curves.png"):
+        assert (out / name).stat().st_size > 1000
