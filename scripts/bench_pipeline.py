@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -42,6 +43,7 @@ def run_all(args) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs = [(m, s) for s in range(args.seeds) for m in METHODS]
     for method, seed in tqdm(runs, desc="studies"):
         out = args.out / f"{method}-s{seed}"
+        shutil.rmtree(out, ignore_errors=True)  # a fresh study, not the last run's
         argv = ["--method", method, "--seed", str(seed), "--budget", str(args.budget)]
         argv += ["--out", str(out), "--study-name", f"bench-{method}-s{seed}-{args.tag}"]
         argv += ["--fixed-steps", str(args.fixed_steps), "--target", str(args.target)]

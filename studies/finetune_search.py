@@ -16,9 +16,9 @@ the target within ``--trial-budget``; TTPPruner stops a trial whose loss leaves 
 predicted band in the bad direction, or that will not end better than the best.
 
 The objective is the final training loss clipped at the target (every trial that reaches
-the target is as good; cost decides among them). The SDE's absolute step counts are rescaled
-by the median measured/predicted ratio of this study's trials that reached the target
-(``ttp:steps_scale``), so its systematic error is learnt once and not paid by every trial.
+the target is as good; cost decides among them), and a trial ends as soon as it reaches the
+target. When the SDE proves optimistic (trials end their budgets short of the target) later
+budgets are lengthened by the study's measured/predicted ratio (``ttp:steps_scale``).
 
 ``--method tpe+median`` / ``tpe+hyperband`` run what a user writes without ttp_search: TPE and
 Optuna's pruner, every trial ``--fixed-steps`` steps (same recipe). trials.csv has
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import io
 import json
 import math
@@ -249,6 +250,11 @@ def make_objective(net, x, y, target, fixed_steps, study_start, budget_s, progre
                     trial.set_user_attr("measured_steps", step)
                     trial.set_user_attr("measured_seconds", train_s)
                     trial.set_user_attr("reached_at", time.time())
+                    trial.set_user_attr("measured_step_s", train_s / step)
+                    trial.set_user_attr("steps_run", step)
+                    # The goal is met: more steps would be paid for nothing.
+                    report(trial, clipped(loss), step, elapsed_s=time.perf_counter() - start)
+                    return clipped(loss)
             if step % every == 0 or step == steps:
                 trial.set_user_attr("measured_step_s", train_s / step)
                 trial.set_user_attr("steps_run", step)
@@ -430,13 +436,15 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"Jacobians per block: {how} in {grams_s:.1f} s ({grams.path})")
         prediction_s += grams_s
         predictor = Predictor(grams, target, args.max_steps)
+
+        @functools.cache
+        def step_time(tune: str, batch_size: int):
+            # A step's cost depends only on what is trained and the batch: price each pair once.
+            return cost_model.predict(trainable(net, tune), x.shape[1:], batch_size, "momentum")
+
         sampler = CostAwareSampler(
             optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=5),
-            cost_fn=lambda p: trainable(net, p["tune"]),
-            input_shape=tuple(x.shape[1:]),
-            batch_size="batch_size",
-            optimizer="momentum",
-            cost_model=cost_model,
+            cost_fn=lambda p: step_time(p["tune"], p["batch_size"]),
             trial_budget_s=args.trial_budget or args.budget / 4,
             study_budget_s=args.budget,
             max_steps=args.max_steps,

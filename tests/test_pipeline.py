@@ -144,7 +144,9 @@ def test_sampler_prices_by_steps_to_target_stores_the_band_and_learns_the_scale(
         steps = get_budget(trial)
         assert steps == math.ceil(trial.user_attrs["ttp:steps_scale"] * 200 / lr * 1.1)
         report(trial, 0.5, steps // 2)
-        record_target_reached(trial, steps // 3)  # the real run is faster than predicted
+        if trial.number == 0:
+            record_target_reached(trial, steps)  # later than the predicted 0.9 x budget
+        # Trial 1 ends its budget short of the target: the model was optimistic.
         return 0.5
 
     study.optimize(objective, n_trials=4)
@@ -152,8 +154,10 @@ def test_sampler_prices_by_steps_to_target_stores_the_band_and_learns_the_scale(
     assert all(len(a["ttp:predicted_target_steps"]) == 3 for a in attrs)
     assert all(set(a["ttp:band"]) == {"step", "low", "high"} for a in attrs)
     scales = [a["ttp:steps_scale"] for a in attrs]
-    assert scales[:2] == [1.0, 1.0]  # learnt once two trials have reached the target
-    assert scales[2] < 0.5 and scales[3] == pytest.approx(scales[2], rel=0.3)
+    assert scales[:2] == [1.0, 1.0]  # learnt once two trials have finished
+    # median of (budget, 1.25 budget) / (0.9 budget): later budgets lengthened by 1.25
+    assert scales[2] == pytest.approx(1.25, rel=0.02) and scales[3] >= 1.0
+    assert steps_scale([(100, 30), (100, 40)], lower=1.0) == 1.0  # never shortened
     json.dumps(attrs)
 
 

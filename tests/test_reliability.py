@@ -27,7 +27,7 @@ from ttp_search.cli import app
 from ttp_search.cost import LayerTimeModel
 from ttp_search.curves import epoch_means, extrapolate, lcga, linear_decay_schedule, rank, tse
 from ttp_search.data import digits, load_curves, mnist1d
-from ttp_search.dynamics import LinearizedSDE, schedule_factors
+from ttp_search.dynamics import BlockGrams, LinearizedSDE, schedule_factors
 from ttp_search.engine import BudgetPlanner, DecisionCore, TrialCurve
 from ttp_search.errors import CalibrationError, InvalidInputError, ModelSpecError
 from ttp_search.optuna import (
@@ -35,6 +35,7 @@ from ttp_search.optuna import (
     TTPPruner,
     get_budget,
     record_failures,
+    record_target_reached,
     report,
     set_budget,
 )
@@ -143,6 +144,17 @@ def _malformed_curves() -> None:
     path = Path(tempfile.mkdtemp()) / "curves.json.gz"
     path.write_bytes(b"not gzip")
     load_curves(path)
+
+
+def _never_reached() -> None:
+    inf = (math.inf, math.inf, math.inf)
+    plan = BudgetPlanner(lambda p: 0.1, steps_fn=lambda p: inf, max_steps=10).plan({})
+    assert not plan.feasible and plan.reason == "predicted never to reach the target"
+
+
+def _tiny_grams():
+    net = nn.Linear(4, 3)
+    return BlockGrams(net, torch.randn(8, 4), torch.randn(8, 3), {"all": [""]}, loss="mse")
 
 
 def _decreasing_report() -> None:
@@ -404,6 +416,61 @@ CASES = [
         lambda: BudgetPlanner(lambda p: math.nan, trial_budget_s=1).plan({}),
         InvalidInputError,
         "nan",
+    ),
+    Case(
+        "planner-margin",
+        "engine.BudgetPlanner",
+        "steps_margin = -0.5",
+        lambda: BudgetPlanner(lambda p: 0.1, steps_fn=lambda p: (1, 1, 1), steps_margin=-0.5),
+        InvalidInputError,
+        "steps_margin",
+    ),
+    Case(
+        "planner-steps-nan",
+        "engine.BudgetPlanner.plan",
+        "steps_fn returns NaN",
+        lambda: BudgetPlanner(lambda p: 0.1, steps_fn=lambda p: (math.nan,) * 3).plan({}),
+        InvalidInputError,
+        "nan",
+    ),
+    Case(
+        "planner-unreachable",
+        "engine.BudgetPlanner.plan",
+        "steps_fn predicts the target is never reached (inf)",
+        _never_reached,
+        safe="infeasible plan, reason 'predicted never to reach the target'; never run",
+    ),
+    Case(
+        "core-band-tolerance",
+        "engine.DecisionCore",
+        "band_tolerance = -1",
+        lambda: DecisionCore(band_tolerance=-1),
+        InvalidInputError,
+        "band_tolerance",
+    ),
+    Case(
+        "blockgrams-blocks",
+        "dynamics.BlockGrams",
+        "a block that matches no parameter",
+        lambda: BlockGrams(nn.Linear(4, 3), torch.randn(8, 4), torch.randn(8, 3), {"x": ["9."]}),
+        InvalidInputError,
+        "matches no parameter",
+    ),
+    Case(
+        "blockgrams-sde",
+        "dynamics.BlockGrams.sde",
+        "an unknown block name",
+        lambda: _tiny_grams().sde(["neck"]),
+        InvalidInputError,
+        "neck",
+    ),
+    Case(
+        "target-step",
+        "optuna.record_target_reached",
+        "step = 0",
+        lambda: record_target_reached(_trial(), 0),
+        InvalidInputError,
+        "step",
     ),
     # Optuna adapter
     Case(

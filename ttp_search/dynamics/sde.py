@@ -439,7 +439,7 @@ class LinearizedSDE:
                     ends[T] = df.iloc[[-1]]
                 return ends[T]
 
-            for col, resolution in (("loss", 100), ("loss_low", 25), ("loss_high", 25)):
+            for col, resolution in (("loss", 64), ("loss_low", 16), ("loss_high", 16)):
                 found[col] = self._shortest_budget(
                     lambda T, col=col: bool(reached(end(T), col).iloc[0]), max_steps, resolution
                 )

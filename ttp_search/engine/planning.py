@@ -250,7 +250,13 @@ def band_record(band_fn: BandFn | None, params: dict[str, Any], steps: int) -> d
     return out
 
 
-def steps_scale(pairs: Sequence[tuple[float, float]], *, min_pairs: int = 2) -> float:
+def steps_scale(
+    pairs: Sequence[tuple[float, float]],
+    *,
+    min_pairs: int = 2,
+    lower: float = 0.05,
+    upper: float = 20.0,
+) -> float:
     """Median ratio measured / predicted over (predicted, measured) steps to the target.
 
     A trial that ran its whole budget without reaching the target enters with a lower
@@ -259,9 +265,9 @@ def steps_scale(pairs: Sequence[tuple[float, float]], *, min_pairs: int = 2) -> 
     The correction a study learns from its own finished trials: the linearized SDE ranks
     configurations well but its absolute step counts can be off by a constant factor (the
     real network leaves the linear regime). 1.0 until ``min_pairs`` trials have reached the
-    target; clipped to [0.05, 20].
+    target; clipped to [``lower``, ``upper``].
     """
     ratios = [m / p for p, m in pairs if 0 < p < math.inf and 0 < m < math.inf]
     if len(ratios) < min_pairs:
         return 1.0
-    return float(np.clip(np.median(ratios), 0.05, 20.0))
+    return float(np.clip(np.median(ratios), lower, upper))

@@ -162,8 +162,9 @@ class CostAwareSampler(BaseSampler):
         return self.planner.plan(params, time_left_s, steps_scale=scale)
 
     def steps_scale(self, study: optuna.Study) -> float:
-        """Measured / predicted steps to the target over this study's trials that reached it
-        (recorded with :func:`record_target_reached`); 1.0 without ``steps_fn``."""
+        """Measured / predicted steps to the target over this study's trials (recorded with
+        :func:`record_target_reached`; a completed trial that never reached it counts with
+        more than its budget), at least 1.0; 1.0 without ``steps_fn``."""
         if self.planner.steps_fn is None:
             return 1.0
         pairs = []
@@ -176,7 +177,10 @@ class CostAwareSampler(BaseSampler):
             elif t.state == TrialState.COMPLETE and a.get(keys.BUDGET):
                 # Ran its whole budget short of the target: it needed more than its budget.
                 pairs.append((a[keys.PREDICTED_CROSSING], 1.25 * a[keys.BUDGET]))
-        return steps_scale(pairs)
+        # Budgets are only lengthened: a trial that stops at the target wastes nothing of a
+        # long budget, while a budget too short wastes the whole trial (and a shorter linear
+        # decay reaches the target later in its budget than a long one: no time stretch).
+        return steps_scale(pairs, lower=1.0)
 
     def _store(self, study, trial: FrozenTrial, params, plan: TrialPlan, note: str) -> None:
         keys.set_attr(study, trial, keys.PREDICTED_STEP, plan.step_s)
