@@ -94,7 +94,9 @@ def _wait_for_running_trial(storage: str, name: str, proc, timeout: float = 120)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 def test_worker_killed_mid_trial_fails_its_trial_and_the_study_goes_on(
     backend, calibrated, tmp_path, request
 ):
