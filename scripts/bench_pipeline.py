@@ -60,7 +60,7 @@ def accuracy(trials: pd.DataFrame) -> pd.DataFrame:
     t = trials[(trials.method == "ttp") & trials.measured_steps.notna()]
     t = t[t.predicted_steps.notna() & t.measured_step_s.notna()]
     err = {
-        "steps (SDE x learnt scale)": t.predicted_steps / t.measured_steps,
+        "steps (SDE x ratio learnt so far)": t.predicted_steps / t.measured_steps,
         "steps (raw SDE)": t.sde_steps / t.measured_steps,
         "step time (layer-time model)": t.predicted_step_s / t.measured_step_s,
         "seconds to target (total)": t.predicted_seconds_to_target / t.measured_seconds_to_target,
@@ -102,7 +102,7 @@ def plot(trials: pd.DataFrame, summaries: pd.DataFrame, path: Path) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.5))
     t = trials[(trials.method == "ttp") & trials.measured_seconds_to_target.notna()]
     t = t[t.predicted_seconds_to_target.notna()]
-    a.scatter(t.measured_seconds_to_target, t.predicted_seconds_to_target, label="SDE x scale")
+    a.scatter(t.measured_seconds_to_target, t.predicted_seconds_to_target, label="SDE x ratio")
     raw = t.sde_steps * t.predicted_step_s
     a.scatter(t.measured_seconds_to_target, raw, marker="x", label="raw SDE")
     if len(t):

@@ -287,8 +287,10 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
         target = a.get("ttp:predicted_target_steps") or [None, None, None]
         step_s = a.get("ttp:predicted_step_s")
         scale = a.get("ttp:steps_scale", 1.0)
+        ratio = a.get("ttp:steps_ratio", scale)
         crossing = a.get("ttp:predicted_crossing_step")
-        predicted = crossing * scale if crossing is not None else None
+        # The SDE's crossing, calibrated by what the study had measured when it was planned.
+        predicted = crossing * ratio if crossing is not None else None
         rows.append(
             {
                 "number": t.number,
@@ -297,11 +299,12 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
                 "budget_steps": a.get("ttp:budget_steps"),
                 "steps_run": a.get("steps_run", 0),
                 # Steps at which the target is first reached within the trial's budget:
-                # predicted (SDE x the study's measured/predicted scale) and measured.
+                # predicted (SDE x the study's measured/predicted ratio so far) and measured.
                 "predicted_steps": predicted,
                 "measured_steps": a.get("measured_steps"),
                 "sde_steps": crossing,
                 "steps_scale": scale,
+                "steps_ratio": ratio,
                 "budget_target_steps": target[0],
                 "budget_target_low": target[1],
                 "budget_target_high": target[2],

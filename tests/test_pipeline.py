@@ -158,6 +158,7 @@ def test_sampler_prices_by_steps_to_target_stores_the_band_and_learns_the_scale(
     # median of (budget, 1.25 budget) / (0.9 budget): later budgets lengthened by 1.25
     assert scales[2] == pytest.approx(1.25, rel=0.02) and scales[3] >= 1.0
     assert steps_scale([(100, 30), (100, 40)], lower=1.0) == 1.0  # never shortened
+    assert [a["ttp:steps_ratio"] for a in attrs][2] == pytest.approx(scales[2])
     json.dumps(attrs)
 
 

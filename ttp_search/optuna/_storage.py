@@ -36,6 +36,7 @@ BAND = PREFIX + "band"  # {"step": [...], "low": [...], "high": [...]}: a predic
 TARGET_STEPS = PREFIX + "predicted_target_steps"  # [steps, low, high] to the training target
 PREDICTED_CROSSING = PREFIX + "predicted_crossing_step"  # steps_fn model's, before scaling
 STEPS_SCALE = PREFIX + "steps_scale"  # measured / predicted ratio applied to this trial
+STEPS_RATIO = PREFIX + "steps_ratio"  # the study's measured / predicted ratio, unclipped
 TARGET_REACHED = PREFIX + "target_reached_step"  # first step the target was reached
 
 

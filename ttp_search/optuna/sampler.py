@@ -165,8 +165,19 @@ class CostAwareSampler(BaseSampler):
         """Measured / predicted steps to the target over this study's trials (recorded with
         :func:`record_target_reached`; a completed trial that never reached it counts with
         more than its budget), at least 1.0; 1.0 without ``steps_fn``."""
+        # Budgets are only lengthened: a trial that stops at the target wastes nothing of a
+        # long budget, while a budget too short wastes the whole trial (and a shorter linear
+        # decay reaches the target later in its budget than a long one: no time stretch).
+        return steps_scale(self._steps_pairs(study), lower=1.0)
+
+    def steps_ratio(self, study: optuna.Study) -> float:
+        """The same ratio unclipped below: the study's calibration of the steps model, used
+        for the predicted steps and seconds it reports (``ttp:steps_ratio``)."""
+        return steps_scale(self._steps_pairs(study))
+
+    def _steps_pairs(self, study: optuna.Study) -> list[tuple[float, float]]:
         if self.planner.steps_fn is None:
-            return 1.0
+            return []
         pairs = []
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
             a = t.user_attrs
@@ -177,10 +188,7 @@ class CostAwareSampler(BaseSampler):
             elif t.state == TrialState.COMPLETE and a.get(keys.BUDGET):
                 # Ran its whole budget short of the target: it needed more than its budget.
                 pairs.append((a[keys.PREDICTED_CROSSING], 1.25 * a[keys.BUDGET]))
-        # Budgets are only lengthened: a trial that stops at the target wastes nothing of a
-        # long budget, while a budget too short wastes the whole trial (and a shorter linear
-        # decay reaches the target later in its budget than a long one: no time stretch).
-        return steps_scale(pairs, lower=1.0)
+        return pairs
 
     def _store(self, study, trial: FrozenTrial, params, plan: TrialPlan, note: str) -> None:
         keys.set_attr(study, trial, keys.PREDICTED_STEP, plan.step_s)
@@ -207,6 +215,7 @@ class CostAwareSampler(BaseSampler):
             scale = plan.target_steps / raw if raw > 0 else 1.0
         band = band_record(self.planner.band_fn, params, max(1, round(plan.steps / scale)))
         keys.set_attr(study, trial, keys.STEPS_SCALE, scale)
+        keys.set_attr(study, trial, keys.STEPS_RATIO, self.steps_ratio(study))
         if band.get("crossing") is not None:
             keys.set_attr(study, trial, keys.PREDICTED_CROSSING, band["crossing"])
         band["step"] = [scale * v for v in band["step"]]
