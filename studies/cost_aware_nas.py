@@ -346,23 +346,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.method == "tpe+median"
             else optuna.pruners.HyperbandPruner()
         )
-    if args.heartbeat > 0:
-        storage = RDBStorage(
-            storage,
-            heartbeat_interval=max(1, round(args.heartbeat)),
-            grace_period=max(3, round(3 * args.heartbeat)),
-            **_retry_stale_trials_once(),
-        )
-    study = optuna.create_study(
-        study_name=args.study_name,
-        storage=storage,
-        load_if_exists=True,
-        direction="maximize",
-        sampler=sampler,
-        pruner=pruner,
+    study, study_start = open_study(
+        storage, args.study_name, args.heartbeat, "maximize", sampler, pruner
     )
-    starts = [t.datetime_start for t in study.trials if t.datetime_start]
-    study_start = min(starts).timestamp() if starts else time.time()
     left = args.budget - (time.time() - study_start)
     if left <= 0:
         console.print(f"study {args.study_name!r} has used its {args.budget:.0f} s budget")
@@ -404,8 +390,34 @@ def main(argv: list[str] | None = None) -> int:
         for t in study.trials
     ]
     summarize(console, df, curves, out, f"{args.study_name}: {len(df)} trials")
-    console.print(f"storage: {storage.url if isinstance(storage, RDBStorage) else storage}")
+    console.print(f"storage: {storage}")
     return 0
+
+
+def open_study(
+    url: str, name: str, heartbeat: float, direction: str, sampler, pruner
+) -> tuple[optuna.Study, float]:
+    """Create or join the study ``name`` at ``url``, with heartbeats when ``heartbeat > 0``
+    (a trial silent for 3 beats is failed and retried once). Returns the study and the time
+    of its first trial's start (now for a new study): the clock every worker shares."""
+    storage = url
+    if heartbeat > 0:
+        storage = RDBStorage(
+            url,
+            heartbeat_interval=max(1, round(heartbeat)),
+            grace_period=max(3, round(3 * heartbeat)),
+            **_retry_stale_trials_once(),
+        )
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        load_if_exists=True,
+        direction=direction,
+        sampler=sampler,
+        pruner=pruner,
+    )
+    starts = [t.datetime_start for t in study.trials if t.datetime_start]
+    return study, (min(starts).timestamp() if starts else time.time())
 
 
 def _retry_stale_trials_once() -> dict:

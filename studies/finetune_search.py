@@ -44,7 +44,6 @@ import optuna
 import pandas as pd
 import torch
 from optuna.distributions import CategoricalDistribution, FloatDistribution
-from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -247,7 +246,6 @@ def make_objective(net, x, y, target, fixed_steps, study_start, budget_s, progre
                 if reached is None and loss <= target:
                     reached = step
                     record_target_reached(trial, step)
-                    trial.set_user_attr("measured_steps", step)
                     trial.set_user_attr("measured_seconds", train_s)
                     trial.set_user_attr("reached_at", time.time())
                     trial.set_user_attr("measured_step_s", train_s / step)
@@ -301,7 +299,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
                 # Steps at which the target is first reached within the trial's budget:
                 # predicted (SDE x the study's measured/predicted ratio so far) and measured.
                 "predicted_steps": predicted,
-                "measured_steps": a.get("measured_steps"),
+                "measured_steps": a.get("ttp:target_reached_step"),
                 "sde_steps": crossing,
                 "steps_scale": scale,
                 "steps_ratio": ratio,
@@ -367,7 +365,7 @@ def plot(df: pd.DataFrame, curves, target: float, out: Path) -> list[Path]:
     return paths
 
 
-def summarize(console: Console, df: pd.DataFrame, curves, target, out: Path, title: str) -> dict:
+def summarize(console: Console, df: pd.DataFrame, curves, target, out: Path, title: str) -> None:
     df.to_csv(out / "trials.csv", index=False)
     table = Table(title=title)
     for col in ("#", "state", "tune", "lr", "bs", "mom", "wd", "budget", "pred steps",
@@ -388,7 +386,6 @@ def summarize(console: Console, df: pd.DataFrame, curves, target, out: Path, tit
     for path in plot(df, curves, target, out):
         console.print(f"plot: {path}")
     console.print(f"trials: {out / 'trials.csv'}")
-    return {}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -470,23 +467,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.method == "tpe+median"
             else optuna.pruners.HyperbandPruner()
         )
-    if args.heartbeat > 0:
-        storage = RDBStorage(
-            storage,
-            heartbeat_interval=max(1, round(args.heartbeat)),
-            grace_period=max(3, round(3 * args.heartbeat)),
-            **nas._retry_stale_trials_once(),
-        )
-    study = optuna.create_study(
-        study_name=args.study_name,
-        storage=storage,
-        load_if_exists=True,
-        direction="minimize",
-        sampler=sampler,
-        pruner=pruner,
+    study, study_start = nas.open_study(
+        storage, args.study_name, args.heartbeat, "minimize", sampler, pruner
     )
-    starts = [t.datetime_start for t in study.trials if t.datetime_start]
-    study_start = min(starts).timestamp() if starts else time.time()
     left = args.budget - (time.time() - study_start)
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
@@ -495,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def on_trial_end(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
             trials = study.trials
-            hits = sum("measured_steps" in t.user_attrs for t in trials)
+            hits = sum("ttp:target_reached_step" in t.user_attrs for t in trials)
             progress.update(
                 task,
                 completed=min(time.time() - study_start, args.budget),

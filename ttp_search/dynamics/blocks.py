@@ -32,7 +32,7 @@ from torch import nn
 
 from ttp_search.cost.cache import atomic_write_bytes, cache_dir
 from ttp_search.dynamics.jacobian import sketched_jacobian, weight_direction
-from ttp_search.dynamics.sde import LinearizedSDE, Loss
+from ttp_search.dynamics.sde import LinearizedSDE, Loss, sample_outputs
 from ttp_search.errors import InvalidInputError
 
 
@@ -59,15 +59,10 @@ class BlockGrams:
     ) -> None:
         names = [n for n, _ in model.named_parameters()]
         members = _members(blocks, names)
-        # Build the full-model SDE's sample, outputs and targets once (its checks included).
-        probe = LinearizedSDE(
-            model, inputs, targets, loss=loss, num_samples=num_samples, projection_dim=1, seed=seed
+        x, self.f0, self.targets, self.num_data = sample_outputs(
+            model, inputs, targets, loss=loss, num_samples=num_samples, seed=seed
         )
-        self.loss, self.num_data = loss, probe.N
-        self.f0, self.targets = probe.f0, probe.Y
-        gen = torch.Generator().manual_seed(seed)
-        idx = torch.randperm(probe.N, generator=gen)[: min(num_samples, probe.N)]
-        x = inputs[idx]
+        self.loss = loss
         self.grams: dict[str, np.ndarray] = {}
         self.d0: dict[str, np.ndarray] = {}
         saved = {n: p.requires_grad for n, p in model.named_parameters()}

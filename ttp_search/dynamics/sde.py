@@ -109,42 +109,23 @@ class LinearizedSDE:
         seed: int = 0,
         rank: int = 1024,
     ) -> None:
-        if loss not in ("ce", "mse"):
-            raise InvalidInputError(f"loss must be 'ce' or 'mse', got {loss!r}")
-        if not isinstance(inputs, torch.Tensor) or not isinstance(targets, torch.Tensor):
-            raise InvalidInputError("inputs and targets must be tensors")
-        if inputs.shape[0] == 0:
-            raise InvalidInputError("the data set is empty")
-        if targets.shape[0] != inputs.shape[0]:
-            raise InvalidInputError(
-                f"inputs ({inputs.shape[0]}) and targets ({targets.shape[0]}) differ in length"
-            )
-        for name, value in (
-            ("num_samples", num_samples),
-            ("projection_dim", projection_dim),
-            ("rank", rank),
-        ):
+        for name, value in (("projection_dim", projection_dim), ("rank", rank)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidInputError(f"{name} must be an integer >= 1, got {value!r}")
-        self.loss, self.N = loss, int(inputs.shape[0])
-        gen = torch.Generator().manual_seed(seed)
-        idx = torch.randperm(self.N, generator=gen)[: min(num_samples, self.N)]
-        x = inputs[idx]
+        x, f0, self.Y, self.N = sample_outputs(
+            model, inputs, targets, loss=loss, num_samples=num_samples, seed=seed
+        )
+        self.loss = loss
+        self.n, self.C = f0.shape
         was_training = model.training
         model.eval()
         try:
-            with torch.no_grad():
-                f0 = model(x).detach().to(torch.float64)
-            if f0.ndim == 1:
-                f0 = f0[:, None]
-            self.n, self.C = f0.shape
-            self.Y = self._encode_targets(targets[idx])
             J = sketched_jacobian(model, x, projection_dim=projection_dim, seed=seed)
             d0 = weight_direction(model, x).reshape(self.n, self.C)
         finally:
             model.train(was_training)
         Jf = J.reshape(self.n * self.C, -1)
-        self._set_gram(Jf @ Jf.T, f0.numpy(), d0.numpy(), rank)
+        self._set_gram(Jf @ Jf.T, f0, d0.numpy(), rank)
 
     def _set_gram(self, gram, f0: np.ndarray, d0: np.ndarray, rank: int) -> None:
         lam, U = torch.linalg.eigh(torch.as_tensor(gram, dtype=torch.float64))
@@ -187,29 +168,6 @@ class LinearizedSDE:
         self.Y = np.asarray(targets)
         self._set_gram(gram, f0, d0, rank)
         return self
-
-    def _encode_targets(self, y: torch.Tensor) -> np.ndarray:
-        if self.loss == "ce":
-            if y.dtype.is_floating_point or y.ndim != 1:
-                raise InvalidInputError(
-                    f"cross-entropy targets must be integer class labels of shape (N,), "
-                    f"got {tuple(y.shape)} {y.dtype}"
-                )
-            if y.min() < 0 or y.max() >= self.C:
-                raise InvalidInputError(
-                    f"labels must be in [0, {self.C}): the model has {self.C} outputs, "
-                    f"labels span [{int(y.min())}, {int(y.max())}]"
-                )
-            return np.eye(self.C)[y.numpy()]
-        y = y.to(torch.float64)
-        if y.ndim == 1 and self.C == 1:
-            y = y[:, None]
-        if tuple(y.shape) != (self.n, self.C):
-            raise InvalidInputError(
-                f"MSE targets must match the outputs' shape (N, {self.C}), got "
-                f"{tuple(y.shape[1:])} per sample"
-            )
-        return y.numpy()
 
     # ------------------------------------------------------------------ predictions
 
@@ -492,3 +450,65 @@ def check_hyperparameters(
         raise InvalidInputError(f"steps must be an integer >= 1, got {steps!r}")
     if decay not in ("standard", "to_init"):
         raise InvalidInputError(f"decay must be 'standard' or 'to_init', got {decay!r}")
+
+
+def sample_outputs(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    loss: Loss,
+    num_samples: int,
+    seed: int,
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray, int]:
+    """Check the data, draw the ``num_samples`` subset the dynamics are computed on, and return
+    (its inputs, the outputs ``f0`` at the pretrained weights, the encoded targets, N)."""
+    if loss not in ("ce", "mse"):
+        raise InvalidInputError(f"loss must be 'ce' or 'mse', got {loss!r}")
+    if not isinstance(inputs, torch.Tensor) or not isinstance(targets, torch.Tensor):
+        raise InvalidInputError("inputs and targets must be tensors")
+    if inputs.shape[0] == 0:
+        raise InvalidInputError("the data set is empty")
+    if targets.shape[0] != inputs.shape[0]:
+        raise InvalidInputError(
+            f"inputs ({inputs.shape[0]}) and targets ({targets.shape[0]}) differ in length"
+        )
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise InvalidInputError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+    N = int(inputs.shape[0])
+    idx = torch.randperm(N, generator=torch.Generator().manual_seed(seed))[: min(num_samples, N)]
+    x = inputs[idx]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            f0 = model(x).detach().to(torch.float64)
+    finally:
+        model.train(was_training)
+    if f0.ndim == 1:
+        f0 = f0[:, None]
+    return x, f0.numpy(), _encode_targets(targets[idx], loss, f0.shape[1]), N
+
+
+def _encode_targets(y: torch.Tensor, loss: str, C: int) -> np.ndarray:
+    if loss == "ce":
+        if y.dtype.is_floating_point or y.ndim != 1:
+            raise InvalidInputError(
+                f"cross-entropy targets must be integer class labels of shape (N,), "
+                f"got {tuple(y.shape)} {y.dtype}"
+            )
+        if y.min() < 0 or y.max() >= C:
+            raise InvalidInputError(
+                f"labels must be in [0, {C}): the model has {C} outputs, "
+                f"labels span [{int(y.min())}, {int(y.max())}]"
+            )
+        return np.eye(C)[y.numpy()]
+    y = y.to(torch.float64)
+    if y.ndim == 1 and C == 1:
+        y = y[:, None]
+    if tuple(y.shape[1:]) != (C,):
+        raise InvalidInputError(
+            f"MSE targets must match the outputs' shape (N, {C}), got "
+            f"{tuple(y.shape[1:])} per sample"
+        )
+    return y.numpy()
