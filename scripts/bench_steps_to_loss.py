@@ -180,71 +180,58 @@ def grid() -> list[dict]:
     return cfgs
 
 
-def run(seeds: int, num_samples: int) -> pd.DataFrame:
-    models, sdes, init_s = {}, {}, {}
-    for loss in ("ce", "mse"):
-        models[loss], (x, y) = pretrained(loss=loss)
-        t0 = time.perf_counter()
-        sdes[loss] = LinearizedSDE(
-            _copy(models[loss]), x, targets_for(loss, y), loss=loss, num_samples=num_samples
+def predict(sde: LinearizedSDE, cfg: dict, target: float) -> StepsEstimate:
+    if cfg["schedule"] == "constant":
+        return sde.steps_to_loss(
+            target,
+            lr=cfg["lr"],
+            batch_size=cfg["batch_size"],
+            momentum=cfg["momentum"],
+            weight_decay=cfg["wd"],
+            max_steps=MAX_STEPS * 4,
         )
-        init_s[loss] = time.perf_counter() - t0
+    # The linear run decays over MAX_STEPS: predict its curve and read the target off it.
+    c = sde.predict_curve(
+        cfg["lr"],
+        cfg["batch_size"],
+        cfg["momentum"],
+        cfg["wd"],
+        MAX_STEPS,
+        cfg["schedule"],
+        points=MAX_STEPS // EVERY + 1,
+    )
+    return StepsEstimate(
+        first_step(c.loss.to_numpy(), target),
+        first_step(c.loss_low.to_numpy(), target),
+        first_step(c.loss_high.to_numpy(), target),
+        target,
+        c.attrs["weight_decay"],
+    )
+
+
+def ground_truth(models, data, seeds: int) -> pd.DataFrame:
+    """Real SGD fine-tuning of every configuration: the (configuration, target) cases reached."""
     rows = []
-    cfgs = grid()
-    for cfg in tqdm(cfgs, desc="configurations"):
+    for i, cfg in enumerate(tqdm(grid(), desc="fine-tuning (ground truth)")):
+        x, y = data[cfg["loss"]]
         t0 = time.perf_counter()
-        model = models[cfg["loss"]]
-        curves = np.mean([train_curve(model, x, y, cfg, s) for s in range(seeds)], axis=0)
+        curves = np.mean([train_curve(models[cfg["loss"]], x, y, cfg, s) for s in range(seeds)], 0)
         train_s = (time.perf_counter() - t0) / seeds
-        sde = sdes[cfg["loss"]]
         for frac in FRACTIONS:
             target = frac * curves[0]
             true = first_step(curves, target)
-            if not math.isfinite(true):
-                continue
-            t0 = time.perf_counter()
-            if cfg["schedule"] == "constant":
-                est = sde.steps_to_loss(
-                    target,
-                    lr=cfg["lr"],
-                    batch_size=cfg["batch_size"],
-                    momentum=cfg["momentum"],
-                    weight_decay=cfg["wd"],
-                    max_steps=MAX_STEPS * 4,
+            if math.isfinite(true):
+                rows.append(
+                    {
+                        **cfg,
+                        "config": i,
+                        "fraction": frac,
+                        "target": target,
+                        "true_steps": true,
+                        "extrap_steps": extrapolation_baseline(curves, target, true),
+                        "train_to_target_s": train_s * true / MAX_STEPS,
+                    }
                 )
-            else:  # the linear run decays over MAX_STEPS: predict its curve and read it off
-                c = sde.predict_curve(
-                    cfg["lr"],
-                    cfg["batch_size"],
-                    cfg["momentum"],
-                    cfg["wd"],
-                    MAX_STEPS,
-                    cfg["schedule"],
-                    points=MAX_STEPS // EVERY + 1,
-                )
-                est = StepsEstimate(
-                    first_step(c.loss.to_numpy(), target),
-                    first_step(c.loss_low.to_numpy(), target),
-                    first_step(c.loss_high.to_numpy(), target),
-                    target,
-                    c.attrs["weight_decay"],
-                )
-            pred_s = time.perf_counter() - t0
-            rows.append(
-                {
-                    **cfg,
-                    "fraction": frac,
-                    "target": target,
-                    "true_steps": true,
-                    "pred_steps": est.steps,
-                    "pred_low": min(est.low, est.high),
-                    "pred_high": max(est.low, est.high),
-                    "extrap_steps": extrapolation_baseline(curves, target, true),
-                    "train_to_target_s": train_s * true / MAX_STEPS,
-                    "predict_s": pred_s,
-                    "init_s": init_s[cfg["loss"]],
-                }
-            )
     df = pd.DataFrame(rows)
     # Baseline (i): the reference configuration's steps rescaled by the effective lr.
     eff = df.lr / (1 - df.momentum)
@@ -254,6 +241,87 @@ def run(seeds: int, num_samples: int) -> pd.DataFrame:
             r = ref.iloc[0]
             df.loc[g.index, "rescale_steps"] = r.true_steps * (r.lr / eff[g.index])
     return df
+
+
+def run(seeds: int, num_samples: int) -> tuple[pd.DataFrame, dict, dict]:
+    """The cases with ground truth and the SDE's predictions, the pretrained models, the data."""
+    models, data, sdes, init_s = {}, {}, {}, {}
+    for loss in ("ce", "mse"):
+        models[loss], (x, y) = pretrained(loss=loss)
+        data[loss] = (x, y)
+        t0 = time.perf_counter()
+        sdes[loss] = LinearizedSDE(
+            _copy(models[loss]), x, targets_for(loss, y), loss=loss, num_samples=num_samples
+        )
+        init_s[loss] = time.perf_counter() - t0
+    df = ground_truth(models, data, seeds)
+    for col in ("pred_steps", "pred_low", "pred_high", "predict_s", "init_s"):
+        df[col] = np.nan
+    for i in tqdm(df.index, desc="predictions"):
+        cfg = df.loc[i]
+        t0 = time.perf_counter()
+        est = predict(sdes[cfg["loss"]], cfg, cfg["target"])
+        df.loc[i, ["pred_steps", "pred_low", "pred_high", "predict_s", "init_s"]] = (
+            est.steps,
+            min(est.low, est.high),
+            max(est.low, est.high),
+            time.perf_counter() - t0,
+            init_s[cfg["loss"]],
+        )
+    return df, models, data
+
+
+def sweep_samples(df: pd.DataFrame, models, data, sizes: tuple[int, ...]) -> pd.DataFrame:
+    """How the error moves with the subset size n, with and without the spectrum's
+    extrapolation to N, and with the exact (unsketched) Jacobian at n = N.
+
+    The subsets are sub-blocks of the all-samples Gram (the same Jacobian rows a subset run
+    would compute), so every row sees the same sketch; the reference "linear model" is the
+    SDE on all N samples with the exact Jacobian: the error against it is the error of the
+    subset and the sketch alone, without the linearization's.
+    """
+    rows, preds = [], {}
+    for loss in ("ce", "mse"):
+        model, (x, y) = models[loss], data[loss]
+        N = len(y)
+        t = targets_for(loss, y)
+        exact = LinearizedSDE(_copy(model), x, t, loss=loss, num_samples=N, projection_dim=10**7)
+        sketched = LinearizedSDE(_copy(model), x, t, loss=loss, num_samples=N)
+        gram = sketched.U @ np.diag(sketched.eigenvalues) @ sketched.U.T
+        C = sketched.C
+        variants = {(f"{N}, exact Jacobian", False): exact, (str(N), False): sketched}
+        for n in sizes:
+            idx = np.random.default_rng(0).permutation(N)[:n]
+            r = (idx[:, None] * C + np.arange(C)).ravel()
+            args = (gram[np.ix_(r, r)], sketched.f0[idx], sketched.d0[idx], sketched.Y[idx])
+            for ext in (False, True):
+                variants[(str(n), ext)] = LinearizedSDE.from_gram(
+                    *args, loss=loss, num_data=N, extrapolate=ext
+                )
+        cases = df[df.loss == loss]
+        for key, sde in tqdm(variants.items(), desc=f"n sweep ({loss})"):
+            for i in cases.index:
+                preds[(key, i)] = predict(sde, df.loc[i], df.loc[i, "target"]).steps
+    exact_key = next(k for k, _ in preds if "exact" in k[0])
+    for key in dict.fromkeys(k for k, _ in preds):
+        name, ext = key
+        idx = [i for (k, i) in preds if k == key]
+        pred = pd.Series([preds[(key, i)] for i in idx], index=idx)
+        linear = pd.Series([preds[(exact_key, i)] for i in idx], index=idx)
+        err = (pred - df.true_steps[idx]).abs() / df.true_steps[idx]
+        lin_err = (pred - linear).abs() / linear
+        rows.append(
+            {
+                "n": name,
+                "extrapolated to N": "yes" if ext else "no",
+                "cases": len(idx),
+                "median_rel_error (vs SGD)": float(err.median()),
+                "within_20pct (vs SGD)": float((err <= 0.2).mean()),
+                "median_ratio pred/SGD": float((pred / df.true_steps[idx]).median()),
+                "median_rel_error (vs linear model at N)": float(lin_err.median()),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
@@ -305,11 +373,16 @@ def main() -> int:
     )
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--num-samples", type=int, default=256)
+    parser.add_argument(
+        "--sweep", type=int, nargs="*", default=[64, 128, 256, 512], help="subset sizes n"
+    )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    df = run(args.seeds, args.num_samples)
-    df.to_csv(ROOT / "docs" / "bench_steps.csv", index=False)
+    started = time.perf_counter()
+    df, models, data = run(args.seeds, args.num_samples)
+    sweep = sweep_samples(df, models, data, tuple(args.sweep)) if args.sweep else None
+    df.drop(columns=["config"]).to_csv(ROOT / "docs" / "bench_steps.csv", index=False)
     summary = summarize(df)
     by_loss = {
         loss: summarize(g).loc["linearized SDE", ["median_rel_error", "within_20pct"]]
@@ -318,7 +391,9 @@ def main() -> int:
     body = "\n".join(
         [
             f"{len(df)} (configuration, target) cases with a reached target; "
-            f"{len(grid())} configurations, {args.seeds} seeds, n = {args.num_samples}.",
+            f"{len(grid())} configurations, {args.seeds} seeds; the SDE as a user runs it: "
+            f"n = {args.num_samples} of N = {len(data['ce'][1])} samples, "
+            "spectrum extrapolated to N, Jacobian sketched to 2000 coordinates per tensor.",
             "",
             summary.round(3).to_markdown(),
             "",
@@ -330,6 +405,18 @@ def main() -> int:
             "",
         ]
     )
+    if sweep is not None:
+        body += "\n".join(
+            [
+                "",
+                "How the error moves with the subset size n (all cases, both losses; the "
+                "linear model at N = all samples with the exact Jacobian):",
+                "",
+                sweep.round(3).to_markdown(index=False),
+                "",
+            ]
+        )
+    body += f"\nRun time {time.perf_counter() - started:.0f} s (2-core CPU, 1 thread).\n"
     print(body)
     if not args.no_write:
         img = ROOT / "docs" / "bench_steps.png"

@@ -175,3 +175,40 @@ def test_bad_input_is_named():
             sde.predict_curve(**kwargs, steps=10)
     with pytest.raises(InvalidInputError, match="target"):
         sde.steps_to_loss(-1.0, lr=0.1, batch_size=4)
+
+
+def test_subset_spectrum_extrapolated_to_the_full_data_set():
+    """A 100-sample subset predicts training on 400 samples too fast; the extrapolated
+    spectrum is closer to what the full Gram predicts, and leaves the top directions alone."""
+    from torch.nn import functional as F
+
+    from ttp_search.data import digits
+
+    x, y, _, _ = digits()
+    x, y = x.reshape(len(x), -1)[:400].double(), F.one_hot(y[:400], 10).double()
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10)).double()
+    full = LinearizedSDE(net, x, y, loss="mse", num_samples=400, projection_dim=10**6)
+    assert full.extrapolated_to is None
+    gram = full.U @ np.diag(full.eigenvalues) @ full.U.T
+    N, C = full.f0.shape
+    initial = float(np.mean((full.f0 - full.Y) ** 2))
+    kw = {"lr": 0.5, "batch_size": N, "max_steps": 3000}
+    truth = full.steps_to_loss(0.25 * initial, **kw).steps
+    plain_err, ext_err = [], []
+    for seed in range(3):
+        idx = np.random.default_rng(seed).permutation(N)[:100]
+        rows = (idx[:, None] * C + np.arange(C)).ravel()
+        args = (gram[np.ix_(rows, rows)], full.f0[idx], full.d0[idx], full.Y[idx])
+        plain = LinearizedSDE.from_gram(*args, loss="mse", num_data=N, extrapolate=False)
+        ext = LinearizedSDE.from_gram(*args, loss="mse", num_data=N)
+        assert plain.extrapolated_to is None and ext.extrapolated_to == N
+        np.testing.assert_array_equal(ext.sample_eigenvalues, plain.eigenvalues)
+        assert np.all(ext.eigenvalues <= ext.sample_eigenvalues)
+        # The top directions have converged at n = 100: per sample, they stay near the full's.
+        np.testing.assert_allclose(ext.eigenvalues[:3] / 100, full.eigenvalues[:3] / N, rtol=0.1)
+        plain_err.append(math.log(plain.steps_to_loss(0.25 * initial, **kw).steps / truth))
+        ext_err.append(math.log(ext.steps_to_loss(0.25 * initial, **kw).steps / truth))
+    assert np.mean(plain_err) < math.log(0.7)  # the subset alone is optimistic
+    assert abs(np.mean(ext_err)) < math.log(1.35)
+    assert np.mean(np.abs(ext_err)) < np.mean(np.abs(plain_err))

@@ -85,8 +85,11 @@ class BlockGrams:
     def blocks(self) -> list[str]:
         return list(self.grams)
 
-    def sde(self, blocks: Sequence[str], *, rank: int = 1024) -> LinearizedSDE:
-        """The linearized SDE of fine-tuning exactly ``blocks`` (the rest frozen)."""
+    def sde(
+        self, blocks: Sequence[str], *, rank: int = 1024, extrapolate: bool = True
+    ) -> LinearizedSDE:
+        """The linearized SDE of fine-tuning exactly ``blocks`` (the rest frozen); see
+        :class:`LinearizedSDE` for ``extrapolate``."""
         if isinstance(blocks, str):
             blocks = [blocks]
         unknown = [b for b in blocks if b not in self.grams]
@@ -97,7 +100,14 @@ class BlockGrams:
         gram = sum(self.grams[b] for b in blocks)
         d0 = sum(self.d0[b] for b in blocks)
         return LinearizedSDE.from_gram(
-            gram, self.f0, d0, self.targets, loss=self.loss, num_data=self.num_data, rank=rank
+            gram,
+            self.f0,
+            d0,
+            self.targets,
+            loss=self.loss,
+            num_data=self.num_data,
+            rank=rank,
+            extrapolate=extrapolate,
         )
 
     # -------------------------------------------------------------------- persistence

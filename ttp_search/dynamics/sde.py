@@ -15,8 +15,10 @@ Near the pretrained weights w0 the network is close to its linearization
   covariance (approximated as loss × Θ²/n, the paper's approximation) scaled by (1/B − 1/N) for
   sampling without replacement; it raises the expected loss and gives the interval.
 
-Computed on ``num_samples`` samples: the per-sample normalisation makes the per-direction
-rates ``λ/n`` estimates of the full data set's, so predictions are for the full training loss.
+Computed on ``num_samples`` samples: the per-sample normalisation makes the top per-direction
+rates ``λ/n`` estimates of the full data set's; where the residual's energy sits still moves
+with n, and ``extrapolate=True`` (default) carries the spectrum from n to N
+(:mod:`ttp_search.dynamics.spectrum`), so predictions are for the full training loss.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from scipy.special import log_softmax, softmax
 from torch import nn
 
 from ttp_search.dynamics.jacobian import sketched_jacobian, weight_direction
+from ttp_search.dynamics.spectrum import extrapolation_factors
 from ttp_search.errors import InvalidInputError
 
 Loss = Literal["ce", "mse"]
@@ -83,6 +86,10 @@ class LinearizedSDE:
         num_samples: samples used for the Jacobian (a seeded random subset when fewer).
         projection_dim: coordinates kept per parameter tensor (CountSketch above that).
         rank: eigen-directions kept for cross-entropy (the ODE's dimension).
+        extrapolate: when ``num_samples`` is smaller than the data set, carry the spectrum
+            from the subset to the full data set (:mod:`ttp_search.dynamics.spectrum`); the
+            subset's own eigenvalues stay in ``sample_eigenvalues``. ``extrapolated_to`` says
+            whether it happened (N) or not (None).
 
     Example:
         >>> import torch
@@ -108,6 +115,7 @@ class LinearizedSDE:
         projection_dim: int = 2000,
         seed: int = 0,
         rank: int = 1024,
+        extrapolate: bool = True,
     ) -> None:
         for name, value in (("projection_dim", projection_dim), ("rank", rank)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -125,15 +133,27 @@ class LinearizedSDE:
         finally:
             model.train(was_training)
         Jf = J.reshape(self.n * self.C, -1)
-        self._set_gram(Jf @ Jf.T, f0, d0.numpy(), rank)
+        self._set_gram(Jf @ Jf.T, f0, d0.numpy(), rank, extrapolate, seed)
 
-    def _set_gram(self, gram, f0: np.ndarray, d0: np.ndarray, rank: int) -> None:
-        lam, U = torch.linalg.eigh(torch.as_tensor(gram, dtype=torch.float64))
+    def _set_gram(
+        self, gram, f0: np.ndarray, d0: np.ndarray, rank: int, extrapolate: bool, seed: int = 0
+    ) -> None:
+        gram = torch.as_tensor(gram, dtype=torch.float64).numpy()
+        lam, U = torch.linalg.eigh(torch.from_numpy(gram))
         order = torch.argsort(lam, descending=True)
-        self.eigenvalues = lam[order].clamp_min(0).numpy()
+        self.sample_eigenvalues = lam[order].clamp_min(0).numpy()
         self.U = U[:, order].numpy()
         self.f0 = np.asarray(f0, dtype=np.float64)
         self.d0 = np.asarray(d0, dtype=np.float64)
+        self.eigenvalues = self.sample_eigenvalues
+        self.extrapolated_to = None
+        if extrapolate and self.n < self.N:
+            residual = self.f0 - self.Y if self.loss == "mse" else softmax(self.f0, axis=1) - self.Y
+            factors = extrapolation_factors(
+                gram, self.U, residual.ravel(), self.C, self.N, seed=seed
+            )
+            self.eigenvalues = self.sample_eigenvalues * factors
+            self.extrapolated_to = self.N
         top = self.eigenvalues[0] if self.eigenvalues.size else 0.0
         self.rank = min(rank, int((self.eigenvalues > 1e-12 * top).sum()))
 
@@ -148,6 +168,7 @@ class LinearizedSDE:
         loss: Loss,
         num_data: int,
         rank: int = 1024,
+        extrapolate: bool = True,
     ) -> LinearizedSDE:
         """An SDE from a precomputed function-space Gram ``J Jᵀ`` (``(n·C, n·C)``), the
         outputs ``f0`` (``(n, C)``) and ``d0 = J w0`` at the pretrained weights, the encoded
@@ -166,7 +187,7 @@ class LinearizedSDE:
                 f"gram must be ({self.n * self.C}, {self.n * self.C}), got {np.shape(gram)}"
             )
         self.Y = np.asarray(targets)
-        self._set_gram(gram, f0, d0, rank)
+        self._set_gram(gram, f0, d0, rank, extrapolate)
         return self
 
     # ------------------------------------------------------------------ predictions
@@ -198,6 +219,10 @@ class LinearizedSDE:
         self._check(lr, batch_size, momentum, weight_decay, steps, decay)
         eta = lr * schedule_factors(schedule, steps)
         grid = np.unique(np.linspace(0, steps, min(points, steps + 1)).round().astype(int))
+        return self._curve(eta, batch_size, momentum, weight_decay, decay, grid)
+
+    def _curve(self, eta, batch_size, momentum, weight_decay, decay, grid) -> pd.DataFrame:
+        """The predicted curve at the steps of ``grid`` (sorted, within ``len(eta)``)."""
         if self.loss == "mse":
             df = self._mse(eta, batch_size, momentum, weight_decay, decay, grid)
         else:
@@ -386,15 +411,19 @@ class LinearizedSDE:
             coarse = self.predict_curve(
                 lr, bs, mom, wd, max_steps, "constant", decay=decay, points=400
             )
-            hits = [coarse.step[reached(coarse, c)] for c in ("loss", "loss_low", "loss_high")]
-            last = max((int(h.iloc[0]) for h in hits if len(h)), default=0)
-            # Read the crossing off at single-step resolution: a constant-rate curve's prefix
-            # does not depend on how long the run is.
+            # Read each crossing off at single-step resolution, evaluating the curve only
+            # between the coarse grid point before it and the one at it: a constant-rate
+            # curve's prefix does not depend on how long the run is.
+            steps = coarse.step.to_numpy()
+            fine = [np.array([0])]
+            for col in ("loss", "loss_low", "loss_high"):
+                hit = np.flatnonzero(reached(coarse, col).to_numpy())
+                if hit.size and hit[0] > 0:
+                    fine.append(np.arange(steps[hit[0] - 1] + 1, steps[hit[0]] + 1))
+            grid = np.unique(np.concatenate(fine))
             df = coarse
-            if last > 0:
-                df = self.predict_curve(
-                    lr, bs, mom, wd, last, "constant", decay=decay, points=last + 1
-                )
+            if grid[-1] > 0:
+                df = self._curve(np.full(int(grid[-1]), float(lr)), bs, mom, wd, decay, grid)
             for col in ("loss", "loss_low", "loss_high"):
                 hit = df.step[reached(df, col)]
                 found[col] = float(hit.iloc[0]) if len(hit) else math.inf
