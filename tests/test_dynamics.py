@@ -74,6 +74,7 @@ def test_mse_closed_form_matches_direct_simulation_of_the_linear_model(momentum,
     net = _net()
     x, y, _ = _data()
     sde = LinearizedSDE(net, x, y, loss="mse", num_samples=len(x), projection_dim=10_000)
+    sde.bin_width = 0.0  # one recursion per direction: exact
     steps = 60
     curve = sde.predict_curve(
         lr=0.2,
@@ -90,6 +91,40 @@ def test_mse_closed_form_matches_direct_simulation_of_the_linear_model(momentum,
     np.testing.assert_allclose(curve.loss.to_numpy(), truth, rtol=1e-6, atol=1e-9)
     # Full batch: no sampling noise, so the band collapses onto the mean.
     np.testing.assert_allclose(curve.loss_low, curve.loss_high, rtol=1e-9)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear"])
+def test_curvature_bins_move_steps_to_target_by_under_two_percent(schedule):
+    """The default binned MSE recursion against one recursion per direction, with SGD noise,
+    momentum and decay, on a spectrum spread over many decades."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 32), nn.Tanh(), nn.Linear(32, 3)).double()
+    x = torch.randn(120, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y = torch.sin(2 * x) + 0.5 * x.roll(1, dims=1)
+    sde = LinearizedSDE(net, x, y, loss="mse", num_samples=120, projection_dim=10_000)
+    initial = float(np.mean((sde.f0 - sde.Y) ** 2))
+    answers = {}
+    for width in (0.0, LinearizedSDE.bin_width):
+        sde.bin_width = width
+        answers[width] = [
+            sde.steps_to_loss(
+                frac * initial,
+                lr=lr,
+                batch_size=8,
+                momentum=m,
+                weight_decay=wd,
+                schedule=schedule,
+                max_steps=3000,
+            )
+            for frac, lr, m, wd in ((0.3, 0.3, 0.0, 0.0), (0.25, 0.05, 0.9, 1e-3))
+        ]
+    assert len(sde._curvature_bins()[1]) < sde.eigenvalues.size / 2
+    linear = schedule == "linear"
+    for exact, binned in zip(*answers.values(), strict=True):
+        assert math.isfinite(exact.steps) and math.isfinite(exact.low)
+        # Within 2%, plus the budget search's resolution (1/64 for the mean, 1/16 for edges).
+        assert abs(binned.steps - exact.steps) <= exact.steps * (0.02 + (1 / 64 if linear else 0))
+        assert abs(binned.low - exact.low) <= exact.low * (0.02 + (1 / 16 if linear else 0))
 
 
 def test_cross_entropy_ode_matches_direct_simulation_for_small_steps():

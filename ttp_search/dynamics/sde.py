@@ -24,6 +24,7 @@ with n, and ``extrapolate=True`` (default) carries the spectrum from n to N
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -42,6 +43,8 @@ from ttp_search.errors import InvalidInputError
 Loss = Literal["ce", "mse"]
 Schedule = str | Callable[[np.ndarray], np.ndarray]
 _Z = 1.2815515655446004  # 80% two-sided normal quantile
+# Budget searches resolve the mean's crossing to 1/64 of the budget, the band's edges to 1/16.
+_RESOLUTION = {"loss": 64, "loss_low": 16, "loss_high": 16}
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,10 @@ class LinearizedSDE:
         >>> list(curve.columns)
         ['step', 'loss', 'loss_low', 'loss_high', 'accuracy']
     """
+
+    #: Relative width of the curvature bins the MSE recursion runs on (0: one per direction,
+    #: exact; 0.1 moves steps to a target by well under 1% and runs several times faster).
+    bin_width: float = 0.1
 
     def __init__(
         self,
@@ -233,57 +240,121 @@ class LinearizedSDE:
     def _noise(self, batch_size: int) -> float:
         return max(1.0 / batch_size - 1.0 / self.N, 0.0)
 
+    def _curvature_bins(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Directions grouped by curvature: (bin of each direction, bin curvature, count).
+
+        Directions of (nearly) equal curvature evolve alike, so the MSE recursion runs once
+        per bin of relative width ``bin_width`` instead of once per direction: the loss is a
+        sum of per-direction energies, each bin's energy follows from the unit responses and
+        three sums over its directions, and the bin's curvature is its directions' mean (which
+        keeps the noise's trace). The error is second order in the width (tests check it).
+        """
+        cached = getattr(self, "_bins", None)
+        if cached is None or cached[0] is not self.eigenvalues or cached[1] != self.bin_width:
+            kappa = 2.0 * self.eigenvalues / (self.n * self.C)
+            if self.bin_width > 0:
+                top = float(kappa.max()) if kappa.size else 0.0
+                # Curvatures below 1e-12 of the top never move in any run: one bin for them.
+                floor = max(top * 1e-12, 1e-300)
+                labels = np.floor(np.log(np.maximum(kappa, floor)) / math.log1p(self.bin_width))
+                _, which = np.unique(labels, return_inverse=True)
+            else:
+                which = np.arange(kappa.size)
+            count = np.bincount(which).astype(np.float64)
+            mean = np.bincount(which, weights=kappa) / count
+            cached = (self.eigenvalues, self.bin_width, which, mean, count)
+            self._bins = cached
+        return cached[2:]
+
     def _mse(self, eta, batch_size, momentum, wd, decay, grid) -> pd.DataFrame:
+        at = {int(t): [0] for t in grid}
+        rows = self._mse_runs(eta[None, :], batch_size, momentum, wd, decay, at)
+        df = pd.DataFrame(
+            [r[:1] + r[2:] for r in rows], columns=["step", "loss", "loss_low", "loss_high"]
+        )
+        df["accuracy"] = np.nan  # MSE targets need not be classes
+        return df
+
+    def _mse_runs(self, eta, batch_size, momentum, wd, decay, at, stop=None) -> list[tuple]:
+        """Run the MSE recursion for each row of ``eta`` (runs × steps) side by side.
+
+        ``at`` maps a step to the runs to read there; returns (step, run, mean, low, high)
+        rows. A run whose learning rate has fallen to 0 stays where it is, so runs of
+        different budgets share one pass. ``stop(rows)`` may end the pass early.
+        """
         nC = self.n * self.C
-        kappa = 2.0 * self.eigenvalues / nC
+        which, kappa, count = self._curvature_bins()
         a0 = self.U.T @ (self.f0 - self.Y).ravel()
         drift = self.U.T @ self.d0.ravel() if decay == "standard" else np.zeros_like(a0)
-        a, v = a0.copy(), np.zeros_like(a0)
-        var = np.zeros_like(a0)
+        # Per direction a(t) = α(t)·a0 + β(t)·p with p = drift − a0 (decay pulls by wd·p);
+        # α and β depend on the curvature only, so bins need Σa0², Σa0·p and Σp².
+        p = drift - a0
+        s_aa = np.bincount(which, weights=a0 * a0, minlength=kappa.size)
+        s_ap = np.bincount(which, weights=a0 * p, minlength=kappa.size)
+        s_pp = np.bincount(which, weights=p * p, minlength=kappa.size)
+        runs, steps = eta.shape
+        shape = (runs, kappa.size)
+        alpha, v_alpha = np.ones(shape), np.zeros(shape)
+        beta, v_beta = np.zeros(shape), np.zeros(shape)
+        var = np.zeros(shape)  # the OU variance of one direction of each bin
+        energy = np.tile(s_aa, (runs, 1))
+        var_sum = np.zeros(runs)
         noise = self._noise(batch_size)
         eff = 1.0 / (1.0 - momentum)
-        out, want = [], set(grid.tolist())
-        # The loop runs once per step: clamps are applied only on steps where they bind, and
-        # the weight-decay terms only when there is decay (same arithmetic, fewer calls).
         kmax = float(kappa.max()) if kappa.size else 0.0
-        pull = wd * (drift - a0) if wd else None
-        var_sum = 0.0
-        for t in range(len(eta) + 1):
-            if t in want:
-                mean_loss = (a @ a + var_sum) / nC
-                sd = math.sqrt(float(np.sum(2 * var**2 + 4 * a**2 * var))) / nC
-                out.append((t, mean_loss, max(mean_loss - _Z * sd, 0.0), mean_loss + _Z * sd))
-            if t == len(eta):
+        out: list[tuple] = []
+        # One pass per step: clamps apply only on steps where they bind and the decay terms
+        # only when there is decay (same arithmetic, fewer array operations).
+        for t in range(steps + 1):
+            if t in at:
+                for r in at[t]:
+                    mean = (energy[r].sum() + var_sum[r]) / nC
+                    sd = math.sqrt(float(np.sum(count * 2 * var[r] ** 2 + 4 * energy[r] * var[r])))
+                    sd /= nC
+                    out.append((t, r, mean, max(mean - _Z * sd, 0.0), mean + _Z * sd))
+                if stop is not None and stop(out):
+                    break
+            if t == steps:
                 break
-            e = eta[t]
+            e = eta[:, t : t + 1]
+            e_max = float(e.max())
             # Edge of stability: a direction too sharp for this step size would diverge in the
             # linear model, while a real network flattens it and settles (Cohen et al. 2021);
             # such directions are taken at the sharpest stable curvature instead.
-            k_t = np.minimum(kappa, (1.0 + momentum) / e) if e * kmax > 1.0 + momentum else kappa
-            g = k_t * a
-            if pull is not None:
-                g += wd * a + pull
-            v = momentum * v + g if momentum else g
-            a = a - e * v
+            k_t = kappa
+            if e_max * kmax > 1.0 + momentum:
+                k_t = np.minimum(kappa, (1.0 + momentum) / np.maximum(e, 1e-300))
+            if wd:
+                k_d = k_t + wd
+                g_alpha, g_beta = k_d * alpha, k_d * beta + wd
+                v_beta = momentum * v_beta + g_beta if momentum else g_beta
+                beta = beta - e * v_beta
+            else:
+                g_alpha = k_t * alpha
+            v_alpha = momentum * v_alpha + g_alpha if momentum else g_alpha
+            alpha = alpha - e * v_alpha
+            energy = alpha * alpha * s_aa
+            if wd:
+                energy += beta * (2.0 * alpha * s_ap + beta * s_pp)
             # Ornstein–Uhlenbeck variance, momentum as the effective rate η/(1 − m).
-            loss_t = (a @ a + var_sum) / nC
+            loss_t = (energy.sum(axis=1) + var_sum) / nC
             lr_eff = e * eff
-            k_v = np.minimum(k_t, 1.0 / lr_eff) if lr_eff * kmax > 1.0 else k_t
+            k_v = k_t
+            if e_max * eff * kmax > 1.0:
+                k_v = np.minimum(k_t, 1.0 / np.maximum(lr_eff, 1e-300))
             damp = lr_eff * (k_v + wd)
-            if lr_eff * (kmax + wd) > 1.0:
+            if e_max * eff * (kmax + wd) > 1.0:
                 damp = np.minimum(damp, 1.0)
-            gain = (noise * self.n * lr_eff**2) * (k_v * k_v)
+            gain = (noise * self.n) * (lr_eff * k_v) ** 2
             # The noise grows with the loss it raises; past a total gain of 1 the linear model
             # would feed on itself and explode, which real SGD does not do: cap it at 0.5.
             keep = (1.0 - damp) ** 2
-            loop = float(np.sum(gain / np.maximum(1.0 - keep, 1e-12))) / nC
-            if loop > 0.5:
-                gain *= 0.5 / loop
-            var = keep * var + gain * loss_t
-            var_sum = float(var.sum())
-        df = pd.DataFrame(out, columns=["step", "loss", "loss_low", "loss_high"])
-        df["accuracy"] = np.nan  # MSE targets need not be classes
-        return df
+            loop = (gain / np.maximum(1.0 - keep, 1e-12)) @ count / nC
+            if loop.max() > 0.5:
+                gain *= np.minimum(1.0, 0.5 / np.maximum(loop, 1e-300))[:, None]
+            var = keep * var + gain * loss_t[:, None]
+            var_sum = var @ count
+        return out
 
     def _ce(self, eta, batch_size, momentum, wd, decay, grid) -> pd.DataFrame:
         r = self.rank
@@ -361,7 +432,7 @@ class LinearizedSDE:
         the steps at which the 80% band's low and high edges reach it. ``math.inf`` when the
         target is not reached within ``max_steps`` (a legitimate answer, not an error).
         """
-        if not (isinstance(target, (int, float)) and math.isfinite(target) and target >= 0):
+        if not (isinstance(target, numbers.Real) and math.isfinite(target) and target >= 0):
             raise InvalidInputError(f"target must be a finite loss >= 0, got {target!r}")
         return self._steps_to(
             lambda df, col: df[col] <= target,
@@ -427,6 +498,8 @@ class LinearizedSDE:
             for col in ("loss", "loss_low", "loss_high"):
                 hit = df.step[reached(df, col)]
                 found[col] = float(hit.iloc[0]) if len(hit) else math.inf
+        elif self.loss == "mse":
+            found = self._shortest_budgets(reached, lr, bs, mom, wd, schedule, decay, max_steps)
         else:
             # One run of budget T gives the end of all three curves: the three searches
             # share their runs, and the band's edges need less resolution than the mean.
@@ -438,7 +511,7 @@ class LinearizedSDE:
                     ends[T] = df.iloc[[-1]]
                 return ends[T]
 
-            for col, resolution in (("loss", 64), ("loss_low", 16), ("loss_high", 16)):
+            for col, resolution in _RESOLUTION.items():
                 found[col] = self._shortest_budget(
                     lambda T, col=col: bool(reached(end(T), col).iloc[0]), max_steps, resolution
                 )
@@ -447,6 +520,49 @@ class LinearizedSDE:
         return StepsEstimate(
             found["loss"], min(low, found["loss"]), max(high, found["loss"]), float(target), decay
         )
+
+    def _shortest_budgets(self, reached, lr, bs, mom, wd, schedule, decay, max_steps) -> dict:
+        """Shortest budget whose schedule ends at the target, for the mean and both band
+        edges (MSE): budgets run side by side, first on a geometric grid up to
+        ``max_steps``, then evenly inside the bracket of each curve's first success."""
+        found = {col: math.inf for col in _RESOLUTION}
+
+        def ends(budgets: np.ndarray, watch: dict) -> dict:
+            eta = np.zeros((len(budgets), int(budgets.max())))
+            for i, T in enumerate(budgets):
+                eta[i, :T] = lr * schedule_factors(schedule, int(T))
+            at: dict[int, list[int]] = {}
+            for i, T in enumerate(budgets):
+                at.setdefault(int(T), []).append(i)
+            hits: dict[str, int] = {}
+
+            def stop(rows) -> bool:
+                t, _, mean, low, high = rows[-1]
+                for _, i, mean, low, high in rows[-len(at[t]) :]:
+                    values = {"loss": mean, "loss_low": low, "loss_high": high}
+                    for col in watch:
+                        if col not in hits and reached(values, col):
+                            hits[col] = int(budgets[i])
+                return all(col in hits for col in watch)
+
+            self._mse_runs(eta, bs, mom, wd, decay, at, stop)
+            return hits
+
+        grid = np.unique(np.round(np.geomspace(1, max_steps, 24)).astype(int))
+        coarse = ends(grid, dict.fromkeys(_RESOLUTION))
+        fine, brackets = [], {}
+        for col, T in coarse.items():
+            lower = grid[grid < T].max(initial=0)
+            step = max(1, T // _RESOLUTION[col])
+            brackets[col] = np.arange(lower + step, T, step)
+            fine.append(brackets[col])
+            found[col] = float(T)
+        fine = np.unique(np.concatenate(fine)) if fine else np.array([], dtype=int)
+        if fine.size:
+            # Each curve only watches its own bracket, so a hit is the bracket's first.
+            for col, T in ends(fine, {c: None for c in coarse if brackets[c].size}).items():
+                found[col] = float(min(found[col], T))
+        return found
 
     @staticmethod
     def _shortest_budget(ok, max_steps: int, resolution: int) -> float:
@@ -467,15 +583,17 @@ def check_hyperparameters(
     lr, batch_size, momentum=0.0, weight_decay=0.0, steps=1, decay="standard"
 ) -> None:
     """Validate SGD hyperparameters (before any Jacobian is computed, so bad input fails fast)."""
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+    if not (isinstance(lr, numbers.Real) and math.isfinite(lr) and lr > 0):
         raise InvalidInputError(f"lr must be a finite number > 0, got {lr!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
+        raise InvalidInputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if batch_size < 1:
         raise InvalidInputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if not 0 <= momentum < 1:
         raise InvalidInputError(f"momentum must be in [0, 1), got {momentum!r}")
     if not (math.isfinite(weight_decay) and weight_decay >= 0):
         raise InvalidInputError(f"weight_decay must be >= 0, got {weight_decay!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
         raise InvalidInputError(f"steps must be an integer >= 1, got {steps!r}")
     if decay not in ("standard", "to_init"):
         raise InvalidInputError(f"decay must be 'standard' or 'to_init', got {decay!r}")
