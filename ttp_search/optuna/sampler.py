@@ -239,13 +239,21 @@ class CostAwareSampler(BaseSampler):
             return {}
         chosen, plan, note = None, None, ""
         proposals = []
+        # In the startup phase the first feasible proposal runs: the rest need no pricing
+        # (a price can cost an SDE budget search).
+        first_feasible = self._completed(study, search_space) < max(self.n_startup_trials, 2)
         for _ in range(4):  # rounds of proposals before giving up on a feasible one
             batch = [self._propose(study, trial, search_space) for _ in range(self.n_candidates)]
             # The study's state is read once per batch, not once per proposal.
             left = keys.study_time_left(study, self.study_budget_s)
             scale = self.steps_scale(study)
-            plans = [self.plan(study, p, left, scale) for p in batch]
-            proposals += [(p, q) for p, q in zip(batch, plans, strict=True) if q.feasible]
+            plans = []
+            for p in batch:
+                plans.append(self.plan(study, p, left, scale))
+                if plans[-1].feasible:
+                    proposals.append((p, plans[-1]))
+                    if first_feasible:
+                        break
             if proposals:
                 break
         if not proposals:
@@ -281,12 +289,19 @@ class CostAwareSampler(BaseSampler):
                 params[name] = self.base_sampler.sample_independent(study, trial, name, dist)
         return params
 
-    def _choose(self, study, space, proposals):
-        done = [
+    @staticmethod
+    def _completed_trials(study, space) -> list[FrozenTrial]:
+        return [
             t
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if t.value is not None and math.isfinite(t.value) and all(k in t.params for k in space)
         ]
+
+    def _completed(self, study, space) -> int:
+        return len(self._completed_trials(study, space))
+
+    def _choose(self, study, space, proposals):
+        done = self._completed_trials(study, space)
         if len(done) < max(self.n_startup_trials, 2):
             p, q = proposals[0]
             return p, q, "base sampler's proposal (startup)"
