@@ -151,8 +151,9 @@ class Predictor:
     """The pipeline's predictions: SDE steps to the target and the predicted band; the time
     the sampler spends (pricing, SDE, GP) is counted in ``seconds``."""
 
-    def __init__(self, grams: BlockGrams, target: float, max_steps: int):
+    def __init__(self, grams: BlockGrams, target: float, max_steps: int, extrapolate: bool = False):
         self.grams, self.target, self.max_steps = grams, target, max_steps
+        self.extrapolate = extrapolate
         self.seconds = 0.0
         self._sde = {}
 
@@ -171,7 +172,7 @@ class Predictor:
 
     def sde(self, tune: str):
         if tune not in self._sde:
-            self._sde[tune] = self.grams.sde(TUNED[tune])
+            self._sde[tune] = self.grams.sde(TUNED[tune], extrapolate=self.extrapolate)
         return self._sde[tune]
 
     @staticmethod
@@ -401,6 +402,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, default=3000)
     parser.add_argument("--fixed-steps", type=int, default=600, help="baselines' budget")
     parser.add_argument("--num-samples", type=int, default=256, help="samples for the SDE")
+    parser.add_argument(
+        "--extrapolate",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="carry the SDE's spectrum from --num-samples to the whole fine-tuning set "
+        "(off: on this network the linear model at N is 2-3x slower than real SGD, see "
+        "BENCHMARKS.md bench-steps; the study calibrates steps on its own trials either way)",
+    )
     parser.add_argument("--n-trials", type=int, help="stop this worker after this many trials")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
@@ -435,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         how = "computed by this worker" if grams.computed_here else "loaded"
         console.print(f"Jacobians per block: {how} in {grams_s:.1f} s ({grams.path})")
         prediction_s += grams_s
-        predictor = Predictor(grams, target, args.max_steps)
+        predictor = Predictor(grams, target, args.max_steps, args.extrapolate)
 
         @functools.cache
         def step_time(tune: str, batch_size: int):
