@@ -183,7 +183,13 @@ class Predictor:
         )  # fmt: skip
 
     def steps(self, p: dict) -> tuple[float, float, float]:
-        est = self.sde(p["tune"]).steps_to_loss(
+        sde = self.sde(p["tune"])
+        hyper = {k: v for k, v in self.hyper(p).items() if k != "batch_size"}
+        if sde.surely_unreachable(
+            self.target, **hyper, schedule="linear", max_steps=self.max_steps
+        ):
+            return math.inf, math.inf, math.inf  # hopeless: skip the budget search
+        est = sde.steps_to_loss(
             self.target, **self.hyper(p), schedule="linear", max_steps=self.max_steps
         )
         return est.steps, est.low, est.high

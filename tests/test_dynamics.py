@@ -247,3 +247,31 @@ def test_subset_spectrum_extrapolated_to_the_full_data_set():
     assert np.mean(plain_err) < math.log(0.7)  # the subset alone is optimistic
     assert abs(np.mean(ext_err)) < math.log(1.35)
     assert np.mean(np.abs(ext_err)) < np.mean(np.abs(plain_err))
+
+
+def test_surely_unreachable_is_a_safe_shortcut():
+    """Never claims a target the full prediction reaches; catches hopeless configurations."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 32), nn.Tanh(), nn.Linear(32, 3)).double()
+    x = torch.randn(120, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y = torch.sin(2 * x) + 0.5 * x.roll(1, dims=1)
+    sde = LinearizedSDE(net, x, y, loss="mse", num_samples=120, projection_dim=10_000)
+    initial = float(np.mean((sde.f0 - sde.Y) ** 2))
+    rng = np.random.default_rng(0)
+    caught = 0
+    for _ in range(40):
+        kw = {
+            "lr": float(10 ** rng.uniform(-4, 0)),
+            "momentum": float(rng.choice([0.0, 0.9])),
+            "weight_decay": float(rng.choice([0.0, 1e-3])),
+            "schedule": str(rng.choice(["constant", "linear"])),
+            "max_steps": 500,
+        }
+        target = float(rng.choice([0.5, 0.3])) * initial
+        sure = sde.surely_unreachable(target, **kw)
+        est = sde.steps_to_loss(target, batch_size=16, **kw)
+        assert not (sure and math.isfinite(est.steps)), kw
+        caught += sure
+    assert caught >= 5
+    assert sde.surely_unreachable(0.5 * initial, lr=1e-5, max_steps=10)
+    assert not sde.surely_unreachable(0.99 * initial, lr=0.3, max_steps=500)

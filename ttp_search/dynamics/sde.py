@@ -446,6 +446,46 @@ class LinearizedSDE:
             max_steps,
         )
 
+    def surely_unreachable(
+        self,
+        target: float,
+        *,
+        lr: float,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        schedule: Schedule = "constant",
+        decay: str = "standard",
+        max_steps: int = 100_000,
+    ) -> bool:
+        """True when the predicted mean MSE cannot reach ``target`` within ``max_steps``, from
+        a bound that costs one pass over the directions instead of a run of the recursion.
+
+        Per direction the noise-free residual is ``a* + r (a0 − a*)`` (``a*`` the point weight
+        decay holds it at, ``r = Π(1 − x_t)``); for ``x ≤ 1/2``, ``r ≥ e^{−2 Σ x}``, so the
+        smallest ``|a|`` over that range of r bounds each direction's energy from below, with
+        the rates taken as ``η/(1 − m)`` and directions with ``x`` above 1/4 counted as fitted.
+        Noise only raises the loss. False (not sure) for cross-entropy or when the bound is
+        below the target: run :meth:`steps_to_loss` then. Searches use it to skip hopeless
+        proposals for the price of a few vector operations.
+        """
+        if self.loss != "mse":
+            return False
+        check_hyperparameters(lr, 1, momentum, weight_decay, max_steps, decay)
+        kappa = 2.0 * self.eigenvalues / (self.n * self.C) + weight_decay
+        a0 = self.U.T @ (self.f0 - self.Y).ravel()
+        p = (self.U.T @ self.d0.ravel() if decay == "standard" else 0.0) - a0
+        fixed = np.zeros_like(a0)
+        if weight_decay:  # directions the data does not move sit at the decay's fixed point
+            fixed = -weight_decay * p / kappa
+        factors = schedule_factors(schedule, max_steps)
+        rate = lr / (1.0 - momentum)
+        r_low = np.exp(-2.0 * rate * float(factors.sum()) * kappa)
+        near = fixed + r_low * (a0 - fixed)  # |a| is linear in r: its extremes bound it
+        smallest = np.where(near * a0 <= 0, 0.0, np.minimum(np.abs(near), np.abs(a0)))
+        fitted = rate * float(factors.max()) * kappa > 0.25
+        energy = float(np.sum(np.where(fitted, 0.0, smallest**2)))
+        return energy / (self.n * self.C) > target
+
     def steps_to_accuracy(
         self,
         target: float,
