@@ -412,9 +412,11 @@ def main(argv: list[str] | None = None) -> int:
         "--extrapolate",
         action=argparse.BooleanOptionalAction,
         default=False,
-        help="carry the SDE's spectrum from --num-samples to the whole fine-tuning set "
-        "(off: on this network the linear model at N is 2-3x slower than real SGD, see "
-        "BENCHMARKS.md bench-steps; the study calibrates steps on its own trials either way)",
+        help="carry the SDE's spectrum from --num-samples to the whole fine-tuning set. Off "
+        "by default: on these small CNNs the linearized model on all samples is about 2x "
+        "slower than real SGD (BENCHMARKS.md, bench-steps), which would rule out most "
+        "configurations before the study has measured anything; the study calibrates the "
+        "SDE's steps on its own trials either way",
     )
     parser.add_argument("--n-trials", type=int, help="stop this worker after this many trials")
     parser.add_argument("--seed", type=int, default=0)
