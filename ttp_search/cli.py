@@ -212,7 +212,7 @@ def steps_predict(
     ),
     target_loss: Annotated[float | None, typer.Option("--target-loss")] = None,
     target_accuracy: Annotated[float | None, typer.Option("--target-accuracy")] = None,
-    num_samples: Annotated[int, typer.Option("--num-samples")] = 256,
+    num_samples: Annotated[int, typer.Option("--num-samples")] = 512,
     weights: Annotated[str | None, typer.Option("--weights", help="state_dict .pt file")] = None,
     model_kwargs: KwargsOpt = "",
     as_json: JsonOpt = False,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -155,6 +156,13 @@ class LinearizedSDE:
         self.eigenvalues = self.sample_eigenvalues
         self.extrapolated_to = None
         if extrapolate and self.n < self.N:
+            if self.N > 4 * self.n:
+                warnings.warn(
+                    f"extrapolating the spectrum from {self.n} to {self.N} samples (more than "
+                    "two doublings) is unreliable: bench-steps measured 2.3x the full linear "
+                    "model's steps from n = N/10; use num_samples >= N/4",
+                    stacklevel=3,
+                )
             residual = self.f0 - self.Y if self.loss == "mse" else softmax(self.f0, axis=1) - self.Y
             factors = extrapolation_factors(
                 gram, self.U, residual.ravel(), self.C, self.N, seed=seed
