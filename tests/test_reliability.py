@@ -124,6 +124,19 @@ def _objective_outcomes() -> None:
     assert "non-finite" in study.trials[3].user_attrs["ttp:prune_reason"]
 
 
+def _surely_unreachable_ce_is_false():
+    assert _sde().surely_unreachable(1e-9, lr=1e-6) is False
+
+
+def _far_extrapolation_warns():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    x, y = torch.randn(80, 4), torch.randint(0, 3, (80,))
+    with pytest.warns(UserWarning, match="more than two doublings"):
+        sde = LinearizedSDE(model, x, y, num_samples=16, projection_dim=64)
+    assert sde.extrapolated_to == 80
+
+
 def _unreachable_is_inf() -> None:
     y = torch.nn.functional.one_hot(torch.randint(0, 3, (16,)), 3).float()
     est = _sde(loss="mse", y=y).steps_to_loss(0.0, lr=0.1, batch_size=8)
@@ -639,6 +652,28 @@ CASES = [
         "target below the reachable minimum",
         _unreachable_is_inf,
         safe="`steps = inf` (no infinite loop)",
+    ),
+    Case(
+        "sde-surely-lr",
+        "dynamics.LinearizedSDE.surely_unreachable",
+        "lr = -1",
+        lambda: _sde(loss="mse", y=torch.randn(16, 3)).surely_unreachable(0.1, lr=-1.0),
+        InvalidInputError,
+        "lr",
+    ),
+    Case(
+        "sde-surely-ce",
+        "dynamics.LinearizedSDE.surely_unreachable",
+        "a cross-entropy SDE (no bound)",
+        _surely_unreachable_ce_is_false,
+        safe="`False` (not sure: run `steps_to_loss`)",
+    ),
+    Case(
+        "sde-extrapolate-far",
+        "dynamics.LinearizedSDE",
+        "num_samples below a quarter of the data",
+        _far_extrapolation_warns,
+        safe="a `UserWarning` (extrapolation over more than two doublings), then the SDE",
     ),
     Case(
         "schedule-unknown",

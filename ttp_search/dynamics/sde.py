@@ -44,8 +44,9 @@ from ttp_search.errors import InvalidInputError
 Loss = Literal["ce", "mse"]
 Schedule = str | Callable[[np.ndarray], np.ndarray]
 _Z = 1.2815515655446004  # 80% two-sided normal quantile
-# Budget searches resolve the mean's crossing to 1/64 of the budget, the band's edges to 1/16.
-_RESOLUTION = {"loss": 64, "loss_low": 16, "loss_high": 16}
+# Budget searches resolve the mean's crossing to 1/32 of the budget (inside any sensible
+# safety margin), the band's edges to 1/8.
+_RESOLUTION = {"loss": 32, "loss_low": 8, "loss_high": 8}
 
 
 @dataclass(frozen=True)
@@ -476,9 +477,11 @@ class LinearizedSDE:
         below the target: run :meth:`steps_to_loss` then. Searches use it to skip hopeless
         proposals for the price of a few vector operations.
         """
+        if not (isinstance(target, numbers.Real) and math.isfinite(target) and target >= 0):
+            raise InvalidInputError(f"target must be a finite loss >= 0, got {target!r}")
+        check_hyperparameters(lr, 1, momentum, weight_decay, max_steps, decay)
         if self.loss != "mse":
             return False
-        check_hyperparameters(lr, 1, momentum, weight_decay, max_steps, decay)
         kappa = 2.0 * self.eigenvalues / (self.n * self.C) + weight_decay
         a0 = self.U.T @ (self.f0 - self.Y).ravel()
         p = (self.U.T @ self.d0.ravel() if decay == "standard" else 0.0) - a0
