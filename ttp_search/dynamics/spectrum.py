@@ -12,7 +12,7 @@ the residual's energy lies), the curvature ``κ_q`` moves as a power of n. Its e
 measured inside the subset itself, between random halves (n/2) and the whole (n), averaged
 over a few halvings; the Gram of a half is a sub-block of the Gram already computed, so no
 further Jacobian is needed. Each direction's eigenvalue is then scaled by
-``(N / n) ** exponent(q)`` at its own quantile. See ``docs``/BENCHMARKS.md (bench-steps) for
+``(N / n) ** exponent(q)`` at its own quantile. See BENCHMARKS.md (bench-steps) for
 how the error moves with n with and without it.
 """
 
