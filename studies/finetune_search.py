@@ -184,14 +184,12 @@ class Predictor:
 
     def steps(self, p: dict) -> tuple[float, float, float]:
         sde = self.sde(p["tune"])
-        hyper = {k: v for k, v in self.hyper(p).items() if k != "batch_size"}
-        if sde.surely_unreachable(
-            self.target, **hyper, schedule="linear", max_steps=self.max_steps
-        ):
+        hyper = self.hyper(p)
+        batch_size = hyper.pop("batch_size")  # the bound holds for any batch
+        run = dict(schedule="linear", max_steps=self.max_steps)
+        if sde.surely_unreachable(self.target, **hyper, **run):
             return math.inf, math.inf, math.inf  # hopeless: skip the budget search
-        est = sde.steps_to_loss(
-            self.target, **self.hyper(p), schedule="linear", max_steps=self.max_steps
-        )
+        est = sde.steps_to_loss(self.target, **hyper, batch_size=batch_size, **run)
         return est.steps, est.low, est.high
 
     def band(self, p: dict, steps: int) -> dict:

@@ -154,6 +154,10 @@ class LinearizedSDE:
         self.U = U[:, order].numpy()
         self.f0 = np.asarray(f0, dtype=np.float64)
         self.d0 = np.asarray(d0, dtype=np.float64)
+        # The residual f0 − Y and the weight direction J w0 in the eigenbasis: every
+        # prediction starts from them.
+        self._residual0 = self.U.T @ (self.f0 - self.Y).ravel()
+        self._drift = self.U.T @ self.d0.ravel()
         self.eigenvalues = self.sample_eigenvalues
         self.extrapolated_to = None
         if extrapolate and self.n < self.N:
@@ -293,8 +297,8 @@ class LinearizedSDE:
         """
         nC = self.n * self.C
         which, kappa, count = self._curvature_bins()
-        a0 = self.U.T @ (self.f0 - self.Y).ravel()
-        drift = self.U.T @ self.d0.ravel() if decay == "standard" else np.zeros_like(a0)
+        a0 = self._residual0
+        drift = self._drift if decay == "standard" else np.zeros_like(a0)
         # Per direction a(t) = α(t)·a0 + β(t)·p with p = drift − a0 (decay pulls by wd·p);
         # α and β depend on the curvature only, so bins need Σa0², Σa0·p and Σp².
         p = drift - a0
@@ -369,7 +373,7 @@ class LinearizedSDE:
         r = self.rank
         U, lam = self.U[:, :r], self.eigenvalues[:r]
         f0 = self.f0.ravel()
-        drift = U.T @ self.d0.ravel() if decay == "standard" else np.zeros(r)
+        drift = self._drift[:r] if decay == "standard" else np.zeros(r)
         labels = self.Y.argmax(axis=1)
         eff = 1.0 / (1.0 - momentum)
         tau = np.concatenate([[0.0], np.cumsum(eta * eff)])  # cumulative effective lr
@@ -441,8 +445,7 @@ class LinearizedSDE:
         the steps at which the 80% band's low and high edges reach it. ``math.inf`` when the
         target is not reached within ``max_steps`` (a legitimate answer, not an error).
         """
-        if not (isinstance(target, numbers.Real) and math.isfinite(target) and target >= 0):
-            raise InvalidInputError(f"target must be a finite loss >= 0, got {target!r}")
+        _check_target_loss(target)
         return self._steps_to(
             lambda df, col: df[col] <= target,
             target,
@@ -477,14 +480,13 @@ class LinearizedSDE:
         below the target: run :meth:`steps_to_loss` then. Searches use it to skip hopeless
         proposals for the price of a few vector operations.
         """
-        if not (isinstance(target, numbers.Real) and math.isfinite(target) and target >= 0):
-            raise InvalidInputError(f"target must be a finite loss >= 0, got {target!r}")
+        _check_target_loss(target)
         check_hyperparameters(lr, 1, momentum, weight_decay, max_steps, decay)
         if self.loss != "mse":
             return False
         kappa = 2.0 * self.eigenvalues / (self.n * self.C) + weight_decay
-        a0 = self.U.T @ (self.f0 - self.Y).ravel()
-        p = (self.U.T @ self.d0.ravel() if decay == "standard" else 0.0) - a0
+        a0 = self._residual0
+        p = (self._drift if decay == "standard" else 0.0) - a0
         fixed = np.zeros_like(a0)
         if weight_decay:  # directions the data does not move sit at the decay's fixed point
             fixed = -weight_decay * p / kappa
@@ -635,15 +637,22 @@ class LinearizedSDE:
         return float(hi)
 
 
+def _check_target_loss(target) -> None:
+    if not (isinstance(target, numbers.Real) and math.isfinite(target) and target >= 0):
+        raise InvalidInputError(f"target must be a finite loss >= 0, got {target!r}")
+
+
 def check_hyperparameters(
     lr, batch_size, momentum=0.0, weight_decay=0.0, steps=1, decay="standard"
 ) -> None:
     """Validate SGD hyperparameters (before any Jacobian is computed, so bad input fails fast)."""
     if not (isinstance(lr, numbers.Real) and math.isfinite(lr) and lr > 0):
         raise InvalidInputError(f"lr must be a finite number > 0, got {lr!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
-        raise InvalidInputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    if batch_size < 1:
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, numbers.Integral)
+        or batch_size < 1
+    ):
         raise InvalidInputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if not 0 <= momentum < 1:
         raise InvalidInputError(f"momentum must be in [0, 1), got {momentum!r}")

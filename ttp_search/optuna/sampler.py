@@ -241,7 +241,8 @@ class CostAwareSampler(BaseSampler):
         proposals = []
         # In the startup phase the first feasible proposal runs: the rest need no pricing
         # (a price can cost an SDE budget search).
-        first_feasible = self._completed(study, search_space) < max(self.n_startup_trials, 2)
+        done = self._completed_trials(study, search_space)
+        first_feasible = self._in_startup(done)
         for _ in range(4):  # rounds of proposals before giving up on a feasible one
             batch = [self._propose(study, trial, search_space) for _ in range(self.n_candidates)]
             # The study's state is read once per batch, not once per proposal.
@@ -260,7 +261,7 @@ class CostAwareSampler(BaseSampler):
             chosen, plan = batch[0], plans[0]
             note = f"no feasible proposal in {4 * self.n_candidates}: {plan.reason}"
         else:
-            chosen, plan, note = self._choose(study, search_space, proposals)
+            chosen, plan, note = self._choose(study, search_space, proposals, done)
         self._store(study, trial, chosen, plan, note)
         return chosen
 
@@ -297,12 +298,11 @@ class CostAwareSampler(BaseSampler):
             if t.value is not None and math.isfinite(t.value) and all(k in t.params for k in space)
         ]
 
-    def _completed(self, study, space) -> int:
-        return len(self._completed_trials(study, space))
+    def _in_startup(self, done: list[FrozenTrial]) -> bool:
+        return len(done) < max(self.n_startup_trials, 2)
 
-    def _choose(self, study, space, proposals):
-        done = self._completed_trials(study, space)
-        if len(done) < max(self.n_startup_trials, 2):
+    def _choose(self, study, space, proposals, done: list[FrozenTrial]):
+        if self._in_startup(done):
             p, q = proposals[0]
             return p, q, "base sampler's proposal (startup)"
         sign = -1.0 if study.direction == StudyDirection.MAXIMIZE else 1.0
