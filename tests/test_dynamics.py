@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -179,6 +180,29 @@ def test_steps_to_loss_and_unreachable_targets():
     linear = sde.steps_to_loss(target, lr=0.2, batch_size=len(x), schedule="linear", max_steps=2000)
     assert linear.steps > est.steps  # decaying the rate costs steps for the same target
     assert est.weight_decay == "standard"
+
+
+def test_budget_search_matches_every_budget_run_to_its_end():
+    """The shortest linear-decay budget ending at the target, for the mean and both band
+    edges, against running every budget to its end (noise, momentum and decay on)."""
+    sde, initial = _smooth_regression_sde()
+    hp = {"lr": 0.3, "batch_size": 8, "momentum": 0.5, "weight_decay": 1e-3}
+    ends = pd.concat(
+        [
+            sde.predict_curve(**hp, steps=T, schedule="linear", points=2).iloc[[-1]]
+            for T in range(1, 301)
+        ]
+    )
+    for fraction in (0.7, 0.5, 0.35):
+        target = fraction * initial
+        est = sde.steps_to_loss(target, **hp, schedule="linear", max_steps=300)
+        for col, found, resolution in (
+            ("loss", est.steps, 32),
+            ("loss_low", est.low, 8),
+            ("loss_high", est.high, 8),
+        ):
+            first = float(ends.step[ends[col] <= target].iloc[0])
+            assert first <= found <= first + max(1, first // resolution), (fraction, col)
 
 
 def test_steps_to_accuracy():

@@ -38,6 +38,7 @@ from scipy.special import log_softmax, softmax
 from torch import nn
 
 from ttp_search.dynamics.jacobian import sketched_jacobian, weight_direction
+from ttp_search.dynamics.recursion import mse_run
 from ttp_search.dynamics.spectrum import extrapolation_factors
 from ttp_search.errors import InvalidInputError
 
@@ -110,7 +111,7 @@ class LinearizedSDE:
     """
 
     #: Relative width of the curvature bins the MSE recursion runs on (0: one per direction,
-    #: exact; 0.1 moves steps to a target by under 2% and runs about 1.4x faster).
+    #: exact; 0.1 moves steps to a target by under 2% and runs about 2x faster).
     bin_width: float = 0.1
 
     def __init__(
@@ -280,94 +281,46 @@ class LinearizedSDE:
         return cached[2:]
 
     def _mse(self, eta, batch_size, momentum, wd, decay, grid) -> pd.DataFrame:
-        at = {int(t): [0] for t in grid}
-        rows = self._mse_runs(eta[None, :], batch_size, momentum, wd, decay, at)
+        mean, low, high = self._mse_run(eta, grid, batch_size, momentum, wd, decay)
         df = pd.DataFrame(
-            [r[:1] + r[2:] for r in rows], columns=["step", "loss", "loss_low", "loss_high"]
+            {"step": np.asarray(grid, dtype=int), "loss": mean, "loss_low": low, "loss_high": high}
         )
         df["accuracy"] = np.nan  # MSE targets need not be classes
         return df
 
-    def _mse_runs(self, eta, batch_size, momentum, wd, decay, at, stop=None) -> list[tuple]:
-        """Run the MSE recursion for each row of ``eta`` (runs × steps) side by side.
+    def _mse_run(self, eta, read, batch_size, momentum, wd, decay) -> tuple[np.ndarray, ...]:
+        """The MSE recursion (:func:`~ttp_search.dynamics.recursion.mse_run`) for the schedule
+        ``eta``, read at the sorted steps ``read``: (mean, band's low edge, high edge)."""
+        _, kappa, count = self._curvature_bins()
+        out = mse_run(
+            np.ascontiguousarray(eta, dtype=np.float64),
+            np.asarray(read, dtype=np.int64),
+            kappa,
+            count,
+            *self._bin_sums(decay),
+            float(self._noise(batch_size) * self.n),
+            float(momentum),
+            float(wd),
+            float(self.n * self.C),
+        )
+        mean, sd = out[:, 0], out[:, 1]
+        return mean, np.maximum(mean - _Z * sd, 0.0), mean + _Z * sd
 
-        ``at`` maps a step to the runs to read there; returns (step, run, mean, low, high)
-        rows. A run whose learning rate has fallen to 0 stays where it is, so runs of
-        different budgets share one pass. ``stop(rows)`` may end the pass early.
-        """
-        nC = self.n * self.C
-        which, kappa, count = self._curvature_bins()
-        a0 = self._residual0
-        drift = self._drift if decay == "standard" else np.zeros_like(a0)
-        # Per direction a(t) = α(t)·a0 + β(t)·p with p = drift − a0 (decay pulls by wd·p);
-        # α and β depend on the curvature only, so bins need Σa0², Σa0·p and Σp².
-        p = drift - a0
-        s_aa = np.bincount(which, weights=a0 * a0, minlength=kappa.size)
-        s_ap = np.bincount(which, weights=a0 * p, minlength=kappa.size)
-        s_pp = np.bincount(which, weights=p * p, minlength=kappa.size)
-        runs, steps = eta.shape
-        shape = (runs, kappa.size)
-        alpha, v_alpha = np.ones(shape), np.zeros(shape)
-        beta, v_beta = np.zeros(shape), np.zeros(shape)
-        var = np.zeros(shape)  # the OU variance of one direction of each bin
-        energy = np.tile(s_aa, (runs, 1))
-        var_sum = np.zeros(runs)
-        noise = self._noise(batch_size)
-        eff = 1.0 / (1.0 - momentum)
-        kmax = float(kappa.max()) if kappa.size else 0.0
-        out: list[tuple] = []
-        # One pass per step: clamps apply only on steps where they bind and the decay terms
-        # only when there is decay (same arithmetic, fewer array operations).
-        for t in range(steps + 1):
-            if t in at:
-                for r in at[t]:
-                    mean = (energy[r].sum() + var_sum[r]) / nC
-                    sd = math.sqrt(float(np.sum(count * 2 * var[r] ** 2 + 4 * energy[r] * var[r])))
-                    sd /= nC
-                    out.append((t, r, mean, max(mean - _Z * sd, 0.0), mean + _Z * sd))
-                if stop is not None and stop(out):
-                    break
-            if t == steps:
-                break
-            e = eta[:, t : t + 1]
-            e_max = float(e.max())
-            # Edge of stability: a direction too sharp for this step size would diverge in the
-            # linear model, while a real network flattens it and settles (Cohen et al. 2021);
-            # such directions are taken at the sharpest stable curvature instead.
-            k_t = kappa
-            if e_max * kmax > 1.0 + momentum:
-                k_t = np.minimum(kappa, (1.0 + momentum) / np.maximum(e, 1e-300))
-            if wd:
-                k_d = k_t + wd
-                g_alpha, g_beta = k_d * alpha, k_d * beta + wd
-                v_beta = momentum * v_beta + g_beta if momentum else g_beta
-                beta = beta - e * v_beta
-            else:
-                g_alpha = k_t * alpha
-            v_alpha = momentum * v_alpha + g_alpha if momentum else g_alpha
-            alpha = alpha - e * v_alpha
-            energy = alpha * alpha * s_aa
-            if wd:
-                energy += beta * (2.0 * alpha * s_ap + beta * s_pp)
-            # Ornstein–Uhlenbeck variance, momentum as the effective rate η/(1 − m).
-            loss_t = (energy.sum(axis=1) + var_sum) / nC
-            lr_eff = e * eff
-            k_v = k_t
-            if e_max * eff * kmax > 1.0:
-                k_v = np.minimum(k_t, 1.0 / np.maximum(lr_eff, 1e-300))
-            damp = lr_eff * (k_v + wd)
-            if e_max * eff * (kmax + wd) > 1.0:
-                damp = np.minimum(damp, 1.0)
-            gain = (noise * self.n) * (lr_eff * k_v) ** 2
-            # The noise grows with the loss it raises; past a total gain of 1 the linear model
-            # would feed on itself and explode, which real SGD does not do: cap it at 0.5.
-            keep = (1.0 - damp) ** 2
-            loop = (gain / np.maximum(1.0 - keep, 1e-12)) @ count / nC
-            if loop.max() > 0.5:
-                gain *= np.minimum(1.0, 0.5 / np.maximum(loop, 1e-300))[:, None]
-            var = keep * var + gain * loss_t[:, None]
-            var_sum = var @ count
-        return out
+    def _bin_sums(self, decay: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per curvature bin: Σa0², Σa0·p and Σp² over its directions (a0 the initial
+        residual, p = drift − a0; standard decay drifts by J w0, decay to w0 does not)."""
+        which, kappa, _ = self._curvature_bins()
+        cached = getattr(self, "_sums", None)
+        if cached is None or cached[0] is not which:
+            cached = self._sums = (which, {})
+        if decay not in cached[1]:
+            a0 = self._residual0
+            p = (self._drift if decay == "standard" else 0.0) - a0
+            cached[1][decay] = tuple(
+                np.bincount(which, weights=w, minlength=kappa.size)
+                for w in (a0 * a0, a0 * p, p * p)
+            )
+        return cached[1][decay]
 
     def _ce(self, eta, batch_size, momentum, wd, decay, grid) -> pd.DataFrame:
         r = self.rank
@@ -576,50 +529,34 @@ class LinearizedSDE:
 
     def _shortest_budgets(self, reached, lr, bs, mom, wd, schedule, decay, max_steps) -> dict:
         """Shortest budget whose schedule ends at the target, for the mean and both band
-        edges (MSE): budgets run side by side, first on a geometric grid up to
-        ``max_steps``, then evenly inside the bracket of each curve's first success."""
+        edges (MSE): the longest budget first, then a geometric grid up to ``max_steps``,
+        then bisection inside the bracket of each curve's first success."""
         found = {col: math.inf for col in _RESOLUTION}
+        ends: dict[int, dict] = {}
 
-        def ends(budgets: np.ndarray, watch: dict) -> dict:
-            eta = np.zeros((len(budgets), int(budgets.max())))
-            for i, T in enumerate(budgets):
-                eta[i, :T] = lr * schedule_factors(schedule, int(T))
-            at: dict[int, list[int]] = {}
-            for i, T in enumerate(budgets):
-                at.setdefault(int(T), []).append(i)
-            hits: dict[str, int] = {}
+        def end(T: int) -> dict:
+            if T not in ends:
+                eta = lr * schedule_factors(schedule, T)
+                mean, low, high = self._mse_run(eta, [T], bs, mom, wd, decay)
+                ends[T] = {"loss": mean[0], "loss_low": low[0], "loss_high": high[0]}
+            return ends[T]
 
-            def stop(rows) -> bool:
-                t = rows[-1][0]
-                for _, i, mean, low, high in rows[-len(at[t]) :]:
-                    values = {"loss": mean, "loss_low": low, "loss_high": high}
-                    for col in watch:
-                        if col not in hits and reached(values, col):
-                            hits[col] = int(budgets[i])
-                return all(col in hits for col in watch)
-
-            self._mse_runs(eta, bs, mom, wd, decay, at, stop)
-            return hits
-
-        # The longest budget first, alone (one row runs fastest): when even it ends short of
-        # the target, so does every shorter one (the common case among proposals).
-        reachable = ends(np.array([max_steps]), dict.fromkeys(_RESOLUTION))
-        if not reachable:
-            return found
+        # When even the longest budget ends short of the target, so does every shorter one
+        # (the common case among proposals).
+        watch = [col for col in _RESOLUTION if reached(end(max_steps), col)]
         grid = np.unique(np.round(np.geomspace(1, max_steps, 12)).astype(int))
-        coarse = ends(grid, dict.fromkeys(reachable))
-        fine, brackets = [], {}
-        for col, T in coarse.items():
-            lower = grid[grid < T].max(initial=0)
-            step = max(1, T // _RESOLUTION[col])
-            brackets[col] = np.arange(lower + step, T, step)
-            fine.append(brackets[col])
-            found[col] = float(T)
-        fine = np.unique(np.concatenate(fine)) if fine else np.array([], dtype=int)
-        if fine.size:
-            # Each curve only watches its own bracket, so a hit is the bracket's first.
-            for col, T in ends(fine, {c: None for c in coarse if brackets[c].size}).items():
-                found[col] = float(min(found[col], T))
+        lower = 0
+        for T in grid:
+            for col in watch:
+                if math.isinf(found[col]) and reached(end(int(T)), col):
+                    lo, hi = lower, int(T)
+                    while hi - lo > max(1, int(T) // _RESOLUTION[col]):
+                        mid = (lo + hi) // 2
+                        lo, hi = (lo, mid) if mid >= 1 and reached(end(mid), col) else (mid, hi)
+                    found[col] = float(hi)
+            if all(math.isfinite(found[col]) for col in watch):
+                break
+            lower = int(T)
         return found
 
     @staticmethod
