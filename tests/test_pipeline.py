@@ -23,6 +23,7 @@ from ttp_search.optuna import (
     record_target_reached,
     report,
 )
+from ttp_search.optuna._calibration import similarity
 
 BLOCKS = {"body": ["0."], "head": ["2."]}
 
@@ -116,6 +117,71 @@ def test_a_trial_that_leaves_its_band_in_the_bad_direction_is_stopped(direction)
     assert not core.decide(better, []).prune  # better than predicted is never stopped
     ignoring = DecisionCore(direction, n_startup_trials=5, band_tolerance=None)
     assert not ignoring.decide(bad, []).prune
+
+
+def test_weighted_steps_scale_leans_toward_similar_trials():
+    pairs = [(100, 40), (100, 40), (100, 80), (100, 80)]
+    near = steps_scale(pairs, weights=[1.0, 1.0, 0.0, 0.0])
+    # the two similar trials (0.4) and the median (0.6) as one more pair
+    assert near == pytest.approx(math.exp((2 * math.log(0.4) + math.log(0.6)) / 3))
+    assert steps_scale(pairs, weights=[0.0] * 4) == pytest.approx(0.6)  # nothing alike: median
+    assert steps_scale(pairs, weights=[0.0] * 4, prior_weight=0.0) == pytest.approx(0.6)
+    assert steps_scale(pairs[:1], weights=[1.0]) == 1.0  # still needs two trials
+    with pytest.raises(InvalidInputError, match="weights must match"):
+        steps_scale(pairs, weights=[1.0])
+
+
+def test_similarity_of_configurations():
+    dists = {
+        "lr": optuna.distributions.FloatDistribution(1e-3, 1.0, log=True),
+        "wd": optuna.distributions.CategoricalDistribution([0.0, 1e-3]),
+    }
+    a = {"lr": 0.01, "wd": 0.0}
+    assert similarity(a, a, dists) == 1.0
+    assert similarity(a, {"lr": 0.01, "wd": 1e-3}, dists) == pytest.approx(math.exp(-0.5))
+    decade = similarity(a, {"lr": 0.1, "wd": 0.0}, dists, bandwidth=1 / 3)
+    assert decade == pytest.approx(math.exp(-0.5))  # a third of the log range per bandwidth
+    assert similarity(a, {"lr": 0.01}, dists) == pytest.approx(math.exp(-0.5))  # missing
+
+
+def test_sampler_calibrates_each_configuration_by_the_trials_like_it():
+    """Trials with decay needed 0.4 of the predicted steps, those without 0.8: a new
+    configuration with decay is calibrated near 0.4, not at the study-wide median."""
+    dists = {
+        "lr": optuna.distributions.FloatDistribution(0.01, 1.0, log=True),
+        "wd": optuna.distributions.CategoricalDistribution([0.0, 1e-3]),
+    }
+    kwargs = {"cost_fn": lambda p: 0.001, "steps_fn": lambda p: (100.0, 80.0, 120.0)}
+    local, global_ = (
+        CostAwareSampler(**kwargs),
+        CostAwareSampler(**kwargs, calibration_bandwidth=None),
+    )
+    study = optuna.create_study()
+    for lr, wd, reached in (
+        (0.1, 1e-3, 40),
+        (0.2, 1e-3, 40),
+        (0.1, 0.0, 80),
+        (0.2, 0.0, 80),
+        (0.3, 0.0, 80),
+    ):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"lr": lr, "wd": wd},
+                distributions=dists,
+                value=0.0,
+                user_attrs={
+                    "ttp:predicted_crossing_step": 100.0,
+                    "ttp:target_reached_step": reached,
+                },
+            )
+        )
+    decayed = {"lr": 0.15, "wd": 1e-3}
+    assert global_.steps_ratio(study, decayed) == pytest.approx(0.8)  # the median
+    assert local.steps_ratio(study, decayed) < 0.6
+    assert local.steps_ratio(study, {"lr": 0.15, "wd": 0.0}) > 0.65
+    assert local.steps_scale(study, decayed) == 1.0  # budgets are never shortened
+    with pytest.raises(InvalidInputError, match="calibration_bandwidth"):
+        CostAwareSampler(**kwargs, calibration_bandwidth=0)
 
 
 def test_sampler_prices_by_steps_to_target_stores_the_band_and_learns_the_scale():

@@ -519,6 +519,14 @@ CASES = [
         "n_candidates",
     ),
     Case(
+        "sampler-calibration",
+        "optuna.CostAwareSampler",
+        "calibration_bandwidth = -1",
+        lambda: CostAwareSampler(cost_fn=lambda p: 1.0, max_steps=10, calibration_bandwidth=-1),
+        InvalidInputError,
+        "calibration_bandwidth",
+    ),
+    Case(
         "sampler-budget",
         "optuna.CostAwareSampler",
         "study_budget_s = 0",

@@ -253,21 +253,41 @@ def band_record(band_fn: BandFn | None, params: dict[str, Any], steps: int) -> d
 def steps_scale(
     pairs: Sequence[tuple[float, float]],
     *,
+    weights: Sequence[float] | None = None,
+    prior_weight: float = 1.0,
     min_pairs: int = 2,
     lower: float = 0.05,
     upper: float = 20.0,
 ) -> float:
-    """Median ratio measured / predicted over (predicted, measured) steps to the target.
+    """Ratio measured / predicted over (predicted, measured) steps to the target.
 
     A trial that ran its whole budget without reaching the target enters with a lower
     bound (its budget), so budgets sized too short push the scale back up.
 
     The correction a study learns from its own finished trials: the linearized SDE ranks
-    configurations well but its absolute step counts can be off by a constant factor (the
-    real network leaves the linear regime). 1.0 until ``min_pairs`` trials have reached the
-    target; clipped to [``lower``, ``upper``].
+    configurations well but its absolute step counts can be off by a factor (the real
+    network leaves the linear regime), and that factor moves with the configuration.
+    Without ``weights``: the median ratio. With ``weights`` (one per pair, e.g. how similar
+    each trial's configuration is to the one being priced): the weighted geometric mean,
+    shrunk toward the median as if the median were one more pair of weight
+    ``prior_weight``. 1.0 until ``min_pairs`` trials have reached the target; clipped to
+    [``lower``, ``upper``].
     """
-    ratios = [m / p for p, m in pairs if 0 < p < math.inf and 0 < m < math.inf]
-    if len(ratios) < min_pairs:
+    if weights is not None and len(weights) != len(pairs):
+        raise InvalidInputError(f"weights must match pairs: {len(weights)} != {len(pairs)}")
+    kept = [
+        (m / p, 1.0 if weights is None else float(weights[i]))
+        for i, (p, m) in enumerate(pairs)
+        if 0 < p < math.inf and 0 < m < math.inf
+    ]
+    if len(kept) < min_pairs:
         return 1.0
-    return float(np.clip(np.median(ratios), lower, upper))
+    ratios = np.array([r for r, _ in kept])
+    ratio = float(np.median(ratios))
+    w = np.array([w for _, w in kept])
+    if weights is not None and w.sum() + prior_weight > 0:
+        log_ratio = (np.sum(w * np.log(ratios)) + prior_weight * math.log(ratio)) / (
+            w.sum() + prior_weight
+        )
+        ratio = math.exp(log_ratio)
+    return float(np.clip(ratio, lower, upper))

@@ -31,6 +31,7 @@ from ttp_search.engine.planning import (
 )
 from ttp_search.errors import InvalidInputError
 from ttp_search.optuna import _storage as keys
+from ttp_search.optuna._calibration import similarity
 
 
 class CostAwareSampler(BaseSampler):
@@ -60,7 +61,10 @@ class CostAwareSampler(BaseSampler):
     (e.g. from :class:`~ttp_search.dynamics.BlockGrams`) makes each budget the predicted steps
     times ``1 + steps_margin`` (see :class:`~ttp_search.engine.BudgetPlanner`), stored as
     ``ttp:predicted_target_steps``; ``band_fn(params, steps)`` stores the predicted curve as
-    ``ttp:band`` for :class:`TTPPruner`'s band rule.
+    ``ttp:band`` for :class:`TTPPruner`'s band rule. Trials that record when they reached the
+    target (:func:`record_target_reached`) calibrate later predictions by measured/predicted,
+    weighted toward similar configurations (``calibration_bandwidth``, see
+    :meth:`steps_ratio`; ``None``: one study-wide ratio).
 
     Stored on each trial: ``ttp:predicted_step_s`` (and ``_low_s``/``_high_s``),
     ``ttp:budget_steps``, ``ttp:predicted_seconds``/``_low``/``_high`` for the whole budget,
@@ -104,6 +108,7 @@ class CostAwareSampler(BaseSampler):
         steps_fn: StepsFn | None = None,
         steps_margin: float = 0.1,
         band_fn: BandFn | None = None,
+        calibration_bandwidth: float | None = 0.25,
     ) -> None:
         if study_budget_s is not None and not (
             isinstance(study_budget_s, numbers.Real) and study_budget_s > 0
@@ -131,6 +136,13 @@ class CostAwareSampler(BaseSampler):
         ):
             raise InvalidInputError(f"max_gp_points must be an integer >= 2, got {max_gp_points!r}")
         self.max_gp_points = max_gp_points
+        if calibration_bandwidth is not None and not (
+            isinstance(calibration_bandwidth, numbers.Real) and calibration_bandwidth > 0
+        ):
+            raise InvalidInputError(
+                f"calibration_bandwidth must be > 0 or None, got {calibration_bandwidth!r}"
+            )
+        self.calibration_bandwidth = calibration_bandwidth
         if not cost_exponent >= 0:
             raise InvalidInputError(f"cost_exponent must be >= 0, got {cost_exponent!r}")
         self.base_sampler = base_sampler if base_sampler is not None else TPESampler(seed=seed)
@@ -158,24 +170,42 @@ class CostAwareSampler(BaseSampler):
         if time_left_s is None:
             time_left_s = keys.study_time_left(study, self.study_budget_s)
         if scale is None:
-            scale = self.steps_scale(study)
+            scale = self.steps_scale(study, params)
         return self.planner.plan(params, time_left_s, steps_scale=scale)
 
-    def steps_scale(self, study: optuna.Study) -> float:
+    def steps_scale(self, study: optuna.Study, params: dict[str, Any] | None = None) -> float:
         """Measured / predicted steps to the target over this study's trials (recorded with
         :func:`record_target_reached`; a completed trial that never reached it counts with
-        more than its budget), at least 1.0; 1.0 without ``steps_fn``."""
+        more than its budget), at least 1.0; 1.0 without ``steps_fn``. With ``params`` and
+        ``calibration_bandwidth``, trials like ``params`` count most (see :meth:`steps_ratio`).
+        """
         # Budgets are only lengthened: a trial that stops at the target wastes nothing of a
         # long budget, while a budget too short wastes the whole trial (and a shorter linear
         # decay reaches the target later in its budget than a long one: no time stretch).
-        return steps_scale(self._steps_pairs(study), lower=1.0)
+        return self._calibrated(self._steps_pairs(study), params, lower=1.0)
 
-    def steps_ratio(self, study: optuna.Study) -> float:
+    def steps_ratio(self, study: optuna.Study, params: dict[str, Any] | None = None) -> float:
         """The same ratio unclipped below: the study's calibration of the steps model, used
-        for the predicted steps and seconds it reports (``ttp:steps_ratio``)."""
-        return steps_scale(self._steps_pairs(study))
+        for the predicted steps and seconds it reports (``ttp:steps_ratio``).
 
-    def _steps_pairs(self, study: optuna.Study) -> list[tuple[float, float]]:
+        The steps model's error moves with the configuration (bench-pipeline: trials with
+        weight decay needed 0.3-0.6 of the SDE's steps, those without 0.5-0.9), so for
+        ``params`` each trial is weighted by :func:`similarity` with bandwidth
+        ``calibration_bandwidth`` and the result shrunk toward the study-wide median
+        (:func:`~ttp_search.engine.planning.steps_scale`); ``None`` is the median alone.
+        """
+        return self._calibrated(self._steps_pairs(study), params)
+
+    def _calibrated(self, pairs: list, params: dict[str, Any] | None, **clip) -> float:
+        weights = None
+        if params is not None and self.calibration_bandwidth is not None:
+            weights = [
+                similarity(params, p, dists, self.calibration_bandwidth) for *_, p, dists in pairs
+            ]
+        return steps_scale([pair[:2] for pair in pairs], weights=weights, **clip)
+
+    def _steps_pairs(self, study: optuna.Study) -> list[tuple]:
+        """(predicted, measured, params, distributions) of the trials that calibrate."""
         if self.planner.steps_fn is None:
             return []
         pairs = []
@@ -184,10 +214,13 @@ class CostAwareSampler(BaseSampler):
             if not a.get(keys.PREDICTED_CROSSING):
                 continue
             if keys.TARGET_REACHED in a:
-                pairs.append((a[keys.PREDICTED_CROSSING], a[keys.TARGET_REACHED]))
+                measured = a[keys.TARGET_REACHED]
             elif t.state == TrialState.COMPLETE and a.get(keys.BUDGET):
                 # Ran its whole budget short of the target: it needed more than its budget.
-                pairs.append((a[keys.PREDICTED_CROSSING], 1.25 * a[keys.BUDGET]))
+                measured = 1.25 * a[keys.BUDGET]
+            else:
+                continue
+            pairs.append((a[keys.PREDICTED_CROSSING], measured, t.params, t.distributions))
         return pairs
 
     def _store(self, study, trial: FrozenTrial, params, plan: TrialPlan, note: str) -> None:
@@ -215,7 +248,7 @@ class CostAwareSampler(BaseSampler):
             scale = plan.target_steps / raw if raw > 0 else 1.0
         band = band_record(self.planner.band_fn, params, max(1, round(plan.steps / scale)))
         keys.set_attr(study, trial, keys.STEPS_SCALE, scale)
-        keys.set_attr(study, trial, keys.STEPS_RATIO, self.steps_ratio(study))
+        keys.set_attr(study, trial, keys.STEPS_RATIO, self.steps_ratio(study, params))
         if band.get("crossing") is not None:
             keys.set_attr(study, trial, keys.PREDICTED_CROSSING, band["crossing"])
         band["step"] = [scale * v for v in band["step"]]
@@ -247,10 +280,10 @@ class CostAwareSampler(BaseSampler):
             batch = [self._propose(study, trial, search_space) for _ in range(self.n_candidates)]
             # The study's state is read once per batch, not once per proposal.
             left = keys.study_time_left(study, self.study_budget_s)
-            scale = self.steps_scale(study)
+            pairs = self._steps_pairs(study)
             plans = []
             for p in batch:
-                plans.append(self.plan(study, p, left, scale))
+                plans.append(self.plan(study, p, left, self._calibrated(pairs, p, lower=1.0)))
                 if plans[-1].feasible:
                     proposals.append((p, plans[-1]))
                     if first_feasible:
