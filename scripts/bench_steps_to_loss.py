@@ -1,11 +1,13 @@
 """Benchmark the linearized SDE's steps-to-target against real SGD fine-tuning (make bench-steps).
 
-Pretraining happens here (no downloads): a small CNN learns digits 0-4; a fresh head is
-linear-probed on digits 5-9 (with the configuration's loss) and then the whole network is
-fine-tuned on them (LP-FT). Ground truth: real SGD fine-tuning of every configuration of a grid
-(learning rate x batch size x momentum x loss, plus weight decay and a linear-decay schedule),
-2 seeds, recording the full training loss every few steps; the true steps to a target are the
-first step at which the mean over seeds reaches it. Targets: 50%, 25% and 10% of the initial loss (where reached).
+Pretraining happens here (no downloads), for three backbones (``steps_setups.py``): a small
+CNN on digits, a 1-D CNN on MNIST-1D and torchvision's ResNet-18 at a quarter width, each
+pretrained on classes 0-4; a fresh head is linear-probed on classes 5-9 (with the
+configuration's loss) and then the whole network is fine-tuned on them (LP-FT). Ground truth:
+real SGD fine-tuning of every configuration of a grid (learning rate x batch size x momentum x
+loss, plus weight decay and a linear-decay schedule), 2 seeds, recording the full training
+loss every few steps; the true steps to a target are the first step at which the mean over
+seeds reaches it. Targets: 50%, 25% and 10% of the initial loss (where reached).
 Baselines side by side: (i) a reference configuration's measured steps rescaled by the
 effective learning rate lr/(1 - momentum); (ii) the measured loss curve's first 10% of the steps the
 target took, extrapolated (ttp_search.curves.extrapolate) until it reaches the target.
@@ -34,87 +36,32 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cost_model import write_section
+from steps_setups import SETUPS, Setup, targets_for
 
 from ttp_search.curves import extrapolate
-from ttp_search.data import digits
 from ttp_search.dynamics import LinearizedSDE, StepsEstimate, schedule_factors
 
 ROOT = Path(__file__).resolve().parents[1]
-MAX_STEPS = 1500
-EVERY = 5
 FRACTIONS = (0.5, 0.25, 0.1)
 
 
-def backbone() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(16, 32, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(2),
-        nn.Flatten(),
-        nn.Linear(128, 64),
-        nn.ReLU(),
-    )
-
-
-def pretrained(
-    seed: int = 0, loss: str = "ce"
-) -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
-    """Pretrain on digits 0-4; return backbone + a 5-way head probed with ``loss`` on 5-9."""
-    torch.manual_seed(seed)
-    x, y, _, _ = digits()
-    body = backbone()
-    head = nn.Linear(64, 5)
-    net = nn.Sequential(body, head)
-    src = y < 5
-    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    for _ in range(300):
-        idx = torch.randint(int(src.sum()), (64,))
-        loss = F.cross_entropy(net(x[src][idx]), y[src][idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    torch.manual_seed(seed + 1)
-    model = nn.Sequential(body, nn.Linear(64, 5))
-    dst = y >= 5
-    x_ft, y_ft = x[dst], y[dst] - 5
-    # Linear probe, then fine-tune everything (LP-FT): fine-tuning starts from a trained head,
-    # the regime in which the linearization is meant to hold.
-    with torch.no_grad():
-        feats = body(x_ft)
-    head_opt = torch.optim.SGD(model[1].parameters(), lr=0.1, momentum=0.9)
-    probe_targets = targets_for(loss, y_ft)
-    probe_loss = F.cross_entropy if loss == "ce" else F.mse_loss
-    for _ in range(200):
-        idx = torch.randint(len(y_ft), (64,))
-        step_loss = probe_loss(model[1](feats[idx]), probe_targets[idx])
-        head_opt.zero_grad()
-        step_loss.backward()
-        head_opt.step()
-    return model, (x_ft, y_ft)
-
-
-def targets_for(loss: str, y: torch.Tensor) -> torch.Tensor:
-    return y if loss == "ce" else F.one_hot(y, 5).float()
-
-
-def train_curve(model, x, y, cfg, seed) -> np.ndarray:
-    """Full-training-set loss every EVERY steps of real SGD fine-tuning."""
+def train_curve(model, x, y, cfg, seed, setup: Setup) -> np.ndarray:
+    """Full-training-set loss every ``setup.every`` steps of real SGD fine-tuning (the model
+    stays in eval mode: BatchNorm statistics frozen, as in the linearization)."""
     net = _copy(model)
     opt = torch.optim.SGD(
         net.parameters(), lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["wd"]
     )
-    factors = schedule_factors(cfg["schedule"], MAX_STEPS)
+    factors = schedule_factors(cfg["schedule"], setup.max_steps)
     gen = torch.Generator().manual_seed(seed)
     t = targets_for(cfg["loss"], y)
     lossf = F.cross_entropy if cfg["loss"] == "ce" else F.mse_loss
     out = []
-    for step in range(MAX_STEPS + 1):
-        if step % EVERY == 0:
+    for step in range(setup.max_steps + 1):
+        if step % setup.every == 0:
             with torch.no_grad():
                 out.append(lossf(net(x), t).item())
-        if step == MAX_STEPS:
+        if step == setup.max_steps:
             break
         for group in opt.param_groups:
             group["lr"] = cfg["lr"] * factors[step]
@@ -130,23 +77,23 @@ def _copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model)
 
 
-def first_step(curve: np.ndarray, target: float) -> float:
+def first_step(curve: np.ndarray, target: float, every: int) -> float:
     hit = np.flatnonzero(curve <= target)
-    return float(hit[0] * EVERY) if hit.size else math.inf
+    return float(hit[0] * every) if hit.size else math.inf
 
 
-def extrapolation_baseline(curve: np.ndarray, target: float, true_steps: float) -> float:
+def extrapolation_baseline(curve, target: float, true_steps: float, setup: Setup) -> float:
     """Extrapolate the measured curve's first 10% of the steps the target really took."""
-    n = int(0.1 * true_steps) // EVERY + 1
+    n = int(0.1 * true_steps) // setup.every + 1
     if n < 3:
         return math.inf  # too few recorded points to fit anything: counted as a miss
-    steps = np.arange(n) * EVERY + 1.0
+    steps = np.arange(n) * setup.every + 1.0
     seen = curve[:n]
 
     def end(budget):
         return extrapolate(steps, seen, budget).mean
 
-    lo, hi = float(steps[-1]), float(MAX_STEPS * 8)
+    lo, hi = float(steps[-1]), float(setup.max_steps * 8)
     if end(hi) > target:
         return math.inf
     for _ in range(30):
@@ -180,7 +127,7 @@ def grid() -> list[dict]:
     return cfgs
 
 
-def predict(sde: LinearizedSDE, cfg: dict, target: float) -> StepsEstimate:
+def predict(sde: LinearizedSDE, cfg: dict, target: float, setup: Setup) -> StepsEstimate:
     if cfg["schedule"] == "constant":
         return sde.steps_to_loss(
             target,
@@ -188,38 +135,39 @@ def predict(sde: LinearizedSDE, cfg: dict, target: float) -> StepsEstimate:
             batch_size=cfg["batch_size"],
             momentum=cfg["momentum"],
             weight_decay=cfg["wd"],
-            max_steps=MAX_STEPS * 4,
+            max_steps=setup.max_steps * 4,
         )
-    # The linear run decays over MAX_STEPS: predict its curve and read the target off it.
+    # The linear run decays over max_steps: predict its curve and read the target off it.
     c = sde.predict_curve(
         cfg["lr"],
         cfg["batch_size"],
         cfg["momentum"],
         cfg["wd"],
-        MAX_STEPS,
+        setup.max_steps,
         cfg["schedule"],
-        points=MAX_STEPS // EVERY + 1,
+        points=setup.max_steps // setup.every + 1,
     )
     return StepsEstimate(
-        first_step(c.loss.to_numpy(), target),
-        first_step(c.loss_low.to_numpy(), target),
-        first_step(c.loss_high.to_numpy(), target),
+        first_step(c.loss.to_numpy(), target, setup.every),
+        first_step(c.loss_low.to_numpy(), target, setup.every),
+        first_step(c.loss_high.to_numpy(), target, setup.every),
         target,
         c.attrs["weight_decay"],
     )
 
 
-def ground_truth(models, data, seeds: int) -> pd.DataFrame:
+def ground_truth(setup: Setup, models, data, seeds: int) -> pd.DataFrame:
     """Real SGD fine-tuning of every configuration: the (configuration, target) cases reached."""
     rows = []
-    for i, cfg in enumerate(tqdm(grid(), desc="fine-tuning (ground truth)")):
+    for i, cfg in enumerate(tqdm(grid(), desc=f"fine-tuning {setup.name} (ground truth)")):
         x, y = data[cfg["loss"]]
         t0 = time.perf_counter()
-        curves = np.mean([train_curve(models[cfg["loss"]], x, y, cfg, s) for s in range(seeds)], 0)
+        runs = [train_curve(models[cfg["loss"]], x, y, cfg, s, setup) for s in range(seeds)]
+        curves = np.mean(runs, 0)
         train_s = (time.perf_counter() - t0) / seeds
         for frac in FRACTIONS:
             target = frac * curves[0]
-            true = first_step(curves, target)
+            true = first_step(curves, target, setup.every)
             if math.isfinite(true):
                 rows.append(
                     {
@@ -228,13 +176,15 @@ def ground_truth(models, data, seeds: int) -> pd.DataFrame:
                         "fraction": frac,
                         "target": target,
                         "true_steps": true,
-                        "extrap_steps": extrapolation_baseline(curves, target, true),
-                        "train_to_target_s": train_s * true / MAX_STEPS,
+                        "extrap_steps": extrapolation_baseline(curves, target, true, setup),
+                        "train_to_target_s": train_s * true / setup.max_steps,
                     }
                 )
-    df = pd.DataFrame(rows)
+    columns = [*grid()[0], "config", "fraction", "target", "true_steps", "extrap_steps"]
+    df = pd.DataFrame(rows, columns=[*columns, "train_to_target_s"])
     # Baseline (i): the reference configuration's steps rescaled by the effective lr.
     eff = df.lr / (1 - df.momentum)
+    df["rescale_steps"] = np.nan  # where the grid lacks the reference
     for _, g in df.groupby(["loss", "fraction"]):
         ref = g[(g.lr == 0.03) & (g.batch_size == 64) & (g.momentum == 0.0) & (g.wd == 0)]
         if len(ref):
@@ -244,16 +194,17 @@ def ground_truth(models, data, seeds: int) -> pd.DataFrame:
 
 
 def run(
-    seeds: int, num_samples: int, truth_cache: Path | None = None
+    setup: Setup, seeds: int, num_samples: int, truth_cache: Path | None = None
 ) -> tuple[pd.DataFrame, dict, dict]:
-    """The cases with ground truth and the SDE's predictions, the pretrained models, the data.
+    """One backbone's cases with ground truth and the SDE's predictions, its pretrained
+    models and data (by loss).
 
     ``truth_cache``: a pickle of the ground truth, written after the first run and read by
     later ones (the fine-tuning runs are most of the benchmark's time).
     """
     models, data, sdes, init_s = {}, {}, {}, {}
     for loss in ("ce", "mse"):
-        models[loss], (x, y) = pretrained(loss=loss)
+        models[loss], (x, y) = setup.build(loss)
         data[loss] = (x, y)
         t0 = time.perf_counter()
         sdes[loss] = LinearizedSDE(
@@ -263,16 +214,16 @@ def run(
     if truth_cache is not None and truth_cache.exists():
         df = pd.read_pickle(truth_cache)
     else:
-        df = ground_truth(models, data, seeds)
+        df = ground_truth(setup, models, data, seeds)
         if truth_cache is not None:
             truth_cache.parent.mkdir(parents=True, exist_ok=True)
             df.to_pickle(truth_cache)
     for col in ("pred_steps", "pred_low", "pred_high", "predict_s", "init_s"):
         df[col] = np.nan
-    for i in tqdm(df.index, desc="predictions"):
+    for i in tqdm(df.index, desc=f"predictions {setup.name}"):
         cfg = df.loc[i]
         t0 = time.perf_counter()
-        est = predict(sdes[cfg["loss"]], cfg, cfg["target"])
+        est = predict(sdes[cfg["loss"]], cfg, cfg["target"], setup)
         df.loc[i, ["pred_steps", "pred_low", "pred_high", "predict_s", "init_s"]] = (
             est.steps,
             min(est.low, est.high),
@@ -280,11 +231,13 @@ def run(
             time.perf_counter() - t0,
             init_s[cfg["loss"]],
         )
+    df.insert(0, "setup", setup.name)
+    df["N"] = len(data["ce"][1])
     return df, models, data
 
 
 def sweep_samples(
-    df: pd.DataFrame, models, data, sizes: dict[str, tuple], draws: int = 2
+    df: pd.DataFrame, models, data, sizes: dict[str, tuple], setup: Setup, draws: int = 2
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """How the error moves with the subset size n, with and without the spectrum's
     extrapolation to N (``draws`` random subsets per n), and what the sketch costs (MSE: the
@@ -322,7 +275,7 @@ def sweep_samples(
         cases = df[df.loss == loss]
         for (name, ext, draw), sde in tqdm(variants.items(), desc=f"n sweep ({loss})"):
             for i in cases.index:
-                steps = predict(sde, df.loc[i], df.loc[i, "target"]).steps
+                steps = predict(sde, df.loc[i], df.loc[i, "target"], setup).steps
                 preds.append(
                     {"loss": loss, "n": name, "extrapolated": ext, "draw": draw, "case": i,
                      "pred_steps": steps, "true_steps": df.true_steps[i]}
@@ -370,7 +323,8 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(rows).set_index("method")
     covered = (df.pred_low <= df.true_steps) & (df.true_steps <= df.pred_high)
     out.loc["linearized SDE", "interval_coverage"] = float(covered.mean())
-    amortized = df.predict_s + df.init_s / (len(df) / 2)
+    # The SDE's set-up (Jacobian, Gram) serves every case of its backbone and loss.
+    amortized = df.predict_s + df.init_s / df.groupby(["setup", "loss"]).init_s.transform("size")
     out.loc["linearized SDE", "cost_ratio_median"] = float(
         (df.train_to_target_s / amortized).median()
     )
@@ -378,16 +332,18 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot(df: pd.DataFrame, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    for loss, marker in (("ce", "o"), ("mse", "s")):
-        d = df[df.loss == loss]
-        ax.scatter(d.true_steps, d.pred_steps.replace(np.inf, np.nan), marker=marker, label=loss)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for setup, color in zip(df.setup.unique(), ("C0", "C1", "C2", "C3"), strict=False):
+        for loss, marker in (("ce", "o"), ("mse", "s")):
+            d = df[(df.setup == setup) & (df.loss == loss)]
+            pred = d.pred_steps.replace(np.inf, np.nan)
+            ax.scatter(d.true_steps, pred, marker=marker, color=color, label=f"{setup}, {loss}")
     lim = [max(1, df.true_steps.min() / 2), df.true_steps.max() * 4]
     ax.plot(lim, lim, "k--", lw=0.8)
     ax.fill_between(lim, [v * 0.8 for v in lim], [v * 1.2 for v in lim], color="k", alpha=0.08)
     ax.set(xscale="log", yscale="log", xlabel="true steps to target", ylabel="predicted steps")
     ax.set_title("Steps to target loss: linearized SDE vs real SGD")
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -400,41 +356,71 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--num-samples", type=int, default=256)
     parser.add_argument(
+        "--setups", nargs="+", choices=list(SETUPS), default=list(SETUPS), help="backbones"
+    )
+    parser.add_argument(
         "--sweep-mse", type=int, nargs="*", default=[64, 128, 256, 512], help="subset sizes n"
     )
     # Cross-entropy predictions integrate a 1,024-dimensional ODE (seconds each): fewer sizes.
     parser.add_argument("--sweep-ce", type=int, nargs="*", default=[128, 256])
-    parser.add_argument("--truth-cache", type=Path, help="reuse the ground truth (a pickle)")
+    parser.add_argument(
+        "--truth-cache",
+        type=Path,
+        help="reuse the ground truth: one pickle per backbone, named after this path",
+    )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.perf_counter()
-    df, models, data = run(args.seeds, args.num_samples, args.truth_cache)
-    sizes = {"mse": tuple(args.sweep_mse), "ce": tuple(args.sweep_ce)}
-    sweep = None
-    if any(sizes.values()):
-        sweep, sweep_preds = sweep_samples(df, models, data, sizes)
-        sweep_preds.to_csv(ROOT / "docs" / "bench_steps_sweep.csv", index=False)
-    df.drop(columns=["config"]).to_csv(ROOT / "docs" / "bench_steps.csv", index=False)
+    frames, sweep = [], None
+    for name in args.setups:
+        setup = SETUPS[name]
+        cache = None
+        if args.truth_cache is not None:
+            cache = args.truth_cache.with_name(
+                f"{args.truth_cache.stem}_{name}{args.truth_cache.suffix}"
+            )
+        df, models, data = run(setup, args.seeds, args.num_samples, cache)
+        frames.append(df)
+        sizes = {"mse": tuple(args.sweep_mse), "ce": tuple(args.sweep_ce)}
+        # The n sweep on the first backbone (digits-cnn by default): its cases are the
+        # cheapest to predict dozens of times.
+        if sweep is None and any(sizes.values()):
+            sweep, sweep_preds = sweep_samples(df, models, data, sizes, setup)
+            sweep.insert(0, "setup", name)
+    df = pd.concat(frames, ignore_index=True)
     summary = summarize(df)
-    by_loss = {
-        loss: summarize(g).loc["linearized SDE", ["median_rel_error", "within_20pct"]]
-        for loss, g in df.groupby("loss")
-    }
+    parts = []
+    for (setup, loss), g in df.groupby(["setup", "loss"], sort=False):
+        row = summarize(g)
+        parts.append(
+            {
+                "setup": setup,
+                "loss": loss,
+                "N": int(g.N.iloc[0]),
+                "cases": len(g),
+                "SDE median_rel_error": row.loc["linearized SDE", "median_rel_error"],
+                "SDE within_20pct": row.loc["linearized SDE", "within_20pct"],
+                "SDE median ratio pred/true": float((g.pred_steps / g.true_steps).median()),
+                "rescaled reference median_rel_error": row.loc[
+                    "rescaled reference", "median_rel_error"
+                ],
+                "SDE cost_ratio_median": row.loc["linearized SDE", "cost_ratio_median"],
+            }
+        )
     body = "\n".join(
         [
             f"{len(df)} (configuration, target) cases with a reached target; "
-            f"{len(grid())} configurations, {args.seeds} seeds; the SDE as a user runs it: "
-            f"n = {args.num_samples} of N = {len(data['ce'][1])} samples, "
-            "spectrum extrapolated to N, Jacobian sketched to 2000 coordinates per tensor.",
+            f"{len(grid())} configurations x {len(args.setups)} backbones "
+            f"({', '.join(args.setups)}), {args.seeds} seeds; the SDE as a user runs it: "
+            f"n = {args.num_samples} samples, spectrum extrapolated to N, Jacobian sketched "
+            "to 2000 coordinates per tensor.",
             "",
             summary.round(3).to_markdown(),
             "",
-            "By loss: "
-            + "; ".join(
-                f"{k}: median error {v.median_rel_error:.3f}, within 20% {v.within_20pct:.2f}"
-                for k, v in by_loss.items()
-            ),
+            "By backbone and loss:",
+            "",
+            pd.DataFrame(parts).round(3).to_markdown(index=False),
             "",
         ]
     )
@@ -453,6 +439,9 @@ def main() -> int:
     body += f"\nRun time {time.perf_counter() - started:.0f} s (2-core CPU, 1 thread).\n"
     print(body)
     if not args.no_write:
+        df.drop(columns=["config"]).to_csv(ROOT / "docs" / "bench_steps.csv", index=False)
+        if sweep is not None:
+            sweep_preds.to_csv(ROOT / "docs" / "bench_steps_sweep.csv", index=False)
         img = ROOT / "docs" / "bench_steps.png"
         plot(df, img)
         write_section(ROOT / "BENCHMARKS.md", "bench-steps", body + f"\n![steps](docs/{img.name})")
