@@ -546,17 +546,17 @@ class LinearizedSDE:
         watch = [col for col in _RESOLUTION if reached(end(max_steps), col)]
         grid = np.unique(np.round(np.geomspace(1, max_steps, 12)).astype(int))
         lower = 0
-        for T in grid:
+        for T in grid.tolist():
             for col in watch:
-                if math.isinf(found[col]) and reached(end(int(T)), col):
-                    lo, hi = lower, int(T)
-                    while hi - lo > max(1, int(T) // _RESOLUTION[col]):
+                if math.isinf(found[col]) and reached(end(T), col):
+                    lo, hi = lower, T
+                    while hi - lo > max(1, T // _RESOLUTION[col]):
                         mid = (lo + hi) // 2
                         lo, hi = (lo, mid) if mid >= 1 and reached(end(mid), col) else (mid, hi)
                     found[col] = float(hi)
             if all(math.isfinite(found[col]) for col in watch):
                 break
-            lower = int(T)
+            lower = T
         return found
 
     @staticmethod

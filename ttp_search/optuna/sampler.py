@@ -223,7 +223,10 @@ class CostAwareSampler(BaseSampler):
             pairs.append((a[keys.PREDICTED_CROSSING], measured, t.params, t.distributions))
         return pairs
 
-    def _store(self, study, trial: FrozenTrial, params, plan: TrialPlan, note: str) -> None:
+    def _store(
+        self, study, trial: FrozenTrial, params, plan: TrialPlan, note: str, pairs=None
+    ) -> None:
+        """Record the plan on the trial; ``pairs``: the calibration pairs if already read."""
         keys.set_attr(study, trial, keys.PREDICTED_STEP, plan.step_s)
         keys.set_attr(study, trial, keys.PREDICTED_STEP_LOW, plan.step_low_s)
         keys.set_attr(study, trial, keys.PREDICTED_STEP_HIGH, plan.step_high_s)
@@ -248,7 +251,9 @@ class CostAwareSampler(BaseSampler):
             scale = plan.target_steps / raw if raw > 0 else 1.0
         band = band_record(self.planner.band_fn, params, max(1, round(plan.steps / scale)))
         keys.set_attr(study, trial, keys.STEPS_SCALE, scale)
-        keys.set_attr(study, trial, keys.STEPS_RATIO, self.steps_ratio(study, params))
+        if pairs is None:
+            pairs = self._steps_pairs(study)
+        keys.set_attr(study, trial, keys.STEPS_RATIO, self._calibrated(pairs, params))
         if band.get("crossing") is not None:
             keys.set_attr(study, trial, keys.PREDICTED_CROSSING, band["crossing"])
         band["step"] = [scale * v for v in band["step"]]
@@ -295,7 +300,7 @@ class CostAwareSampler(BaseSampler):
             note = f"no feasible proposal in {4 * self.n_candidates}: {plan.reason}"
         else:
             chosen, plan, note = self._choose(study, search_space, proposals, done)
-        self._store(study, trial, chosen, plan, note)
+        self._store(study, trial, chosen, plan, note, pairs)
         return chosen
 
     def sample_independent(self, study, trial, param_name, param_distribution) -> Any:
