@@ -373,6 +373,7 @@ def main() -> int:
     torch.set_num_threads(1)
     started = time.perf_counter()
     frames, sweep = [], None
+    sizes = {"mse": tuple(args.sweep_mse), "ce": tuple(args.sweep_ce)}
     for name in args.setups:
         setup = SETUPS[name]
         cache = None
@@ -382,7 +383,6 @@ def main() -> int:
             )
         df, models, data = run(setup, args.seeds, args.num_samples, cache)
         frames.append(df)
-        sizes = {"mse": tuple(args.sweep_mse), "ce": tuple(args.sweep_ce)}
         # The n sweep on the first backbone (digits-cnn by default): its cases are the
         # cheapest to predict dozens of times.
         if sweep is None and any(sizes.values()):
