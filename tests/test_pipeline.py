@@ -14,7 +14,7 @@ from torch import nn
 
 from ttp_search.dynamics import BlockGrams, LinearizedSDE
 from ttp_search.engine import BudgetPlanner, DecisionCore, TrialCurve
-from ttp_search.engine.planning import steps_scale
+from ttp_search.engine.planning import step_time_scale, steps_scale
 from ttp_search.errors import InvalidInputError
 from ttp_search.optuna import (
     CostAwareSampler,
@@ -129,6 +129,80 @@ def test_weighted_steps_scale_leans_toward_similar_trials():
     assert steps_scale(pairs[:1], weights=[1.0]) == 1.0  # still needs two trials
     with pytest.raises(InvalidInputError, match="weights must match"):
         steps_scale(pairs, weights=[1.0])
+
+
+def test_step_time_scale_shrinks_toward_the_model():
+    assert step_time_scale([]) == 1.0  # nothing measured: the model's own time
+    two = [(0.01, 0.02), (0.01, 0.02)]
+    assert step_time_scale(two) == pytest.approx(2 ** (2 / 3))  # the model counts as a pair
+    assert step_time_scale(two, prior_weight=0.0) == pytest.approx(2.0)
+    assert step_time_scale(two, weights=[0.0, 0.0]) == 1.0  # nothing alike
+    assert step_time_scale([(0.01, 1.0)], prior_weight=0.0) == 5.0  # clipped
+    with pytest.raises(InvalidInputError, match="weights must match"):
+        step_time_scale(two, weights=[1.0])
+    planner = _planner((100.0, 80.0, 130.0), trial_budget_s=10.0)
+    base, slow = planner.plan({}), planner.plan({}, step_time_scale=2.0)
+    assert slow.step_s == pytest.approx(2 * base.step_s)
+    assert slow.step_high_s == pytest.approx(2 * base.step_high_s)
+    with pytest.raises(InvalidInputError, match="step_time_scale"):
+        planner.plan({}, step_time_scale=0.0)
+
+
+def _timed_trial(width: int, model_s: float, measured_s: float, steps: int):
+    dist = optuna.distributions.CategoricalDistribution([1, 2, 4])
+    return optuna.trial.create_trial(
+        params={"width": width},
+        distributions={"width": dist},
+        value=0.0,
+        user_attrs={
+            "ttp:model_step_s": model_s,
+            "ttp:clock": {"elapsed_s": measured_s * steps, "step": steps},
+        },
+    )
+
+
+def test_sampler_calibrates_step_time_on_trials_with_a_like_model_time():
+    cost = {1: 0.001, 2: 0.002, 4: 0.004}
+    sampler = CostAwareSampler(cost_fn=lambda p: cost[p["width"]], max_steps=100)
+    study = optuna.create_study()
+    for _ in range(3):  # width 1 runs twice as slow as the model says
+        study.add_trial(_timed_trial(1, 0.001, 0.002, 100))
+    study.add_trial(_timed_trial(4, 0.004, 0.004, 100))  # width 4 runs as predicted
+    study.add_trial(_timed_trial(4, 0.004, 0.1, 5))  # too few steps: warm-up, ignored
+    assert sampler.step_time_ratio(study, {"width": 1}) == pytest.approx(2 ** (3 / 4), rel=1e-3)
+    assert sampler.step_time_ratio(study, {"width": 4}) == pytest.approx(1.0, abs=1e-3)
+    plan = sampler.plan(study, {"width": 1})
+    assert plan.step_s == pytest.approx(0.001 * 2 ** (3 / 4), rel=1e-3)
+    off = CostAwareSampler(
+        cost_fn=lambda p: cost[p["width"]], max_steps=100, step_time_bandwidth=None
+    )
+    assert off.step_time_ratio(study, {"width": 1}) == 1.0
+    with pytest.raises(InvalidInputError, match="step_time_bandwidth"):
+        CostAwareSampler(cost_fn=lambda p: 0.001, max_steps=5, step_time_bandwidth=-1.0)
+
+
+def test_trials_store_the_model_step_time_and_the_calibrated_one():
+    sampler = CostAwareSampler(
+        cost_fn=lambda p: 0.001,
+        max_steps=50,
+        search_space={"x": optuna.distributions.FloatDistribution(0.0, 1.0)},
+        seed=0,
+    )
+    study = optuna.create_study(sampler=sampler)
+
+    def objective(trial):
+        x = trial.suggest_float("x", 0.0, 1.0)
+        steps = get_budget(trial)
+        report(trial, x, steps, elapsed_s=0.003 * steps)  # three times the model's time
+        return x
+
+    study.optimize(objective, n_trials=4)
+    attrs = [t.user_attrs for t in study.trials]
+    assert all(a["ttp:model_step_s"] == 0.001 for a in attrs)
+    ratios = [a["ttp:step_time_ratio"] for a in attrs]
+    assert ratios[0] == 1.0  # nothing measured yet
+    assert 1.0 < ratios[1] < ratios[2] < ratios[3] < 3.0  # toward the measured 3x
+    assert attrs[3]["ttp:predicted_step_s"] == pytest.approx(0.001 * ratios[3])
 
 
 def test_similarity_of_configurations():

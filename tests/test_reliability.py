@@ -527,6 +527,22 @@ CASES = [
         "calibration_bandwidth",
     ),
     Case(
+        "sampler-step-time",
+        "optuna.CostAwareSampler",
+        "step_time_bandwidth = 0",
+        lambda: CostAwareSampler(cost_fn=lambda p: 1.0, max_steps=10, step_time_bandwidth=0),
+        InvalidInputError,
+        "step_time_bandwidth",
+    ),
+    Case(
+        "planner-step-time-scale",
+        "engine.BudgetPlanner.plan",
+        "step_time_scale = nan",
+        lambda: BudgetPlanner(lambda p: 1.0, max_steps=10).plan({}, step_time_scale=math.nan),
+        InvalidInputError,
+        "step_time_scale",
+    ),
+    Case(
         "sampler-budget",
         "optuna.CostAwareSampler",
         "study_budget_s = 0",

@@ -173,15 +173,22 @@ class BudgetPlanner:
         return self._steps_cache[key]
 
     def plan(
-        self, params: dict[str, Any], time_left_s: float | None = None, steps_scale: float = 1.0
+        self,
+        params: dict[str, Any],
+        time_left_s: float | None = None,
+        steps_scale: float = 1.0,
+        step_time_scale: float = 1.0,
     ) -> TrialPlan:
         """Price ``params`` and size its budget within the per-trial cap and the time left.
 
-        ``steps_scale`` multiplies ``steps_fn``'s prediction: the study's measured/predicted
-        ratio (see :func:`steps_scale`), so a systematic error of the steps model is not
-        paid for by every trial.
+        ``steps_scale`` multiplies ``steps_fn``'s prediction and ``step_time_scale`` the
+        step time (and its interval): the study's measured/predicted ratios (see
+        :func:`steps_scale`, :func:`step_time_scale`), so a systematic error of either model
+        is not paid for by every trial.
         """
-        step_s, low_s, high_s = self.step_cost(params)
+        if not (isinstance(step_time_scale, numbers.Real) and 0 < step_time_scale < math.inf):
+            raise InvalidInputError(f"step_time_scale must be > 0, got {step_time_scale!r}")
+        step_s, low_s, high_s = (step_time_scale * v for v in self.step_cost(params))
         if self.steps_fn is not None:
             return self._plan_to_target(params, step_s, low_s, high_s, time_left_s, steps_scale)
         caps = []  # steps allowed by each limit
@@ -290,4 +297,34 @@ def steps_scale(
             w.sum() + prior_weight
         )
         ratio = math.exp(log_ratio)
+    return float(np.clip(ratio, lower, upper))
+
+
+def step_time_scale(
+    pairs: Sequence[tuple[float, float]],
+    *,
+    weights: Sequence[float] | None = None,
+    prior_weight: float = 1.0,
+    lower: float = 0.2,
+    upper: float = 5.0,
+) -> float:
+    """Ratio measured / predicted seconds per step over (predicted, measured) pairs.
+
+    The layer-time model's error is a property of the configuration's ops on this machine
+    (bench-pipeline: 1.2x over for one architecture, 0.9x under for another in the same
+    study), so unlike the steps scale it is not shrunk toward the study's median but toward
+    the model itself: the weighted geometric mean of the ratios with the model (ratio 1) as
+    one more pair of weight ``prior_weight``. Clipped to [``lower``, ``upper``].
+    """
+    if weights is not None and len(weights) != len(pairs):
+        raise InvalidInputError(f"weights must match pairs: {len(weights)} != {len(pairs)}")
+    logs, w = [], []
+    for i, (p, m) in enumerate(pairs):
+        if 0 < p < math.inf and 0 < m < math.inf:
+            logs.append(math.log(m / p))
+            w.append(1.0 if weights is None else float(weights[i]))
+    total = sum(w) + prior_weight
+    if not logs or total <= 0:
+        return 1.0
+    ratio = math.exp(float(np.dot(w, logs)) / total)
     return float(np.clip(ratio, lower, upper))

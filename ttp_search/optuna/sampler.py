@@ -27,11 +27,14 @@ from ttp_search.engine.planning import (
     StepsFn,
     TrialPlan,
     band_record,
+    step_time_scale,
     steps_scale,
 )
 from ttp_search.errors import InvalidInputError
 from ttp_search.optuna import _storage as keys
 from ttp_search.optuna._calibration import similarity
+
+_MIN_TIMED_STEPS = 20
 
 
 class CostAwareSampler(BaseSampler):
@@ -66,7 +69,15 @@ class CostAwareSampler(BaseSampler):
     weighted toward similar configurations (``calibration_bandwidth``, see
     :meth:`steps_ratio`; ``None``: one study-wide ratio).
 
-    Stored on each trial: ``ttp:predicted_step_s`` (and ``_low_s``/``_high_s``),
+    Step times are calibrated too: every finished trial that reported its clock
+    (:func:`report` with ``elapsed_s``, over at least 20 steps) gives measured / predicted
+    seconds per step, and a configuration is priced at the model's step time times the
+    ratio of trials whose model step time was like its own (a Gaussian kernel on the log of
+    the model's step time, ``step_time_bandwidth``; ``None`` turns this off). Pass the
+    training seconds as ``elapsed_s`` if evaluation should not count as training time.
+
+    Stored on each trial: ``ttp:predicted_step_s`` (and ``_low_s``/``_high_s``, calibrated;
+    ``ttp:model_step_s`` is the cost model's own and ``ttp:step_time_ratio`` their ratio),
     ``ttp:budget_steps``, ``ttp:predicted_seconds``/``_low``/``_high`` for the whole budget,
     and ``ttp:sampler`` (how the configuration was chosen).
 
@@ -109,6 +120,7 @@ class CostAwareSampler(BaseSampler):
         steps_margin: float = 0.1,
         band_fn: BandFn | None = None,
         calibration_bandwidth: float | None = 0.25,
+        step_time_bandwidth: float | None = 0.1,
     ) -> None:
         if study_budget_s is not None and not (
             isinstance(study_budget_s, numbers.Real) and study_budget_s > 0
@@ -143,6 +155,13 @@ class CostAwareSampler(BaseSampler):
                 f"calibration_bandwidth must be > 0 or None, got {calibration_bandwidth!r}"
             )
         self.calibration_bandwidth = calibration_bandwidth
+        if step_time_bandwidth is not None and not (
+            isinstance(step_time_bandwidth, numbers.Real) and step_time_bandwidth > 0
+        ):
+            raise InvalidInputError(
+                f"step_time_bandwidth must be > 0 or None, got {step_time_bandwidth!r}"
+            )
+        self.step_time_bandwidth = step_time_bandwidth
         if not cost_exponent >= 0:
             raise InvalidInputError(f"cost_exponent must be >= 0, got {cost_exponent!r}")
         self.base_sampler = base_sampler if base_sampler is not None else TPESampler(seed=seed)
@@ -164,14 +183,50 @@ class CostAwareSampler(BaseSampler):
         params: dict[str, Any],
         time_left_s: float | None = None,
         scale: float | None = None,
+        step_time_scale: float | None = None,
     ) -> TrialPlan:
         """Price ``params`` and size its budget within the caps and the study's time left
-        (read from the study unless the caller passes it, like the steps scale)."""
+        (read from the study unless the caller passes it, like both scales)."""
         if time_left_s is None:
             time_left_s = keys.study_time_left(study, self.study_budget_s)
         if scale is None:
             scale = self.steps_scale(study, params)
-        return self.planner.plan(params, time_left_s, steps_scale=scale)
+        if step_time_scale is None:
+            step_time_scale = self.step_time_ratio(study, params)
+        return self.planner.plan(
+            params, time_left_s, steps_scale=scale, step_time_scale=step_time_scale
+        )
+
+    def step_time_ratio(self, study: optuna.Study, params: dict[str, Any]) -> float:
+        """Measured / predicted seconds per step for ``params``, from the study's finished
+        trials whose model step time was like this configuration's (1.0 without them)."""
+        return self._timed(self._step_time_pairs(study), params)
+
+    def _timed(self, pairs: list[tuple[float, float]], params: dict[str, Any]) -> float:
+        if self.step_time_bandwidth is None or not pairs:
+            return 1.0
+        model_s = self.planner.step_cost(params)[0]
+        weights = [
+            math.exp(-0.5 * (math.log(p / model_s) / self.step_time_bandwidth) ** 2)
+            for p, _ in pairs
+        ]
+        return step_time_scale(pairs, weights=weights)
+
+    def _step_time_pairs(self, study: optuna.Study) -> list[tuple[float, float]]:
+        """(model, measured) seconds per step of the finished trials that reported a clock."""
+        if self.step_time_bandwidth is None:
+            return []
+        pairs = []
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            model_s, clock = t.user_attrs.get(keys.MODEL_STEP), t.user_attrs.get(keys.CLOCK)
+            # The first steps carry warm-up (allocation, lazy initialisation): too few
+            # of them say more about that than about the step time.
+            if not model_s or not clock or clock.get("step", 0) < _MIN_TIMED_STEPS:
+                continue
+            measured = clock["elapsed_s"] / clock["step"]
+            if measured > 0:
+                pairs.append((float(model_s), measured))
+        return pairs
 
     def steps_scale(self, study: optuna.Study, params: dict[str, Any] | None = None) -> float:
         """Measured / predicted steps to the target over this study's trials (recorded with
@@ -228,6 +283,9 @@ class CostAwareSampler(BaseSampler):
     ) -> None:
         """Record the plan on the trial; ``pairs``: the calibration pairs if already read."""
         keys.set_attr(study, trial, keys.PREDICTED_STEP, plan.step_s)
+        model_s = self.planner.step_cost(params)[0]
+        keys.set_attr(study, trial, keys.MODEL_STEP, model_s)
+        keys.set_attr(study, trial, keys.STEP_TIME_RATIO, plan.step_s / model_s)
         keys.set_attr(study, trial, keys.PREDICTED_STEP_LOW, plan.step_low_s)
         keys.set_attr(study, trial, keys.PREDICTED_STEP_HIGH, plan.step_high_s)
         keys.set_attr(study, trial, keys.SAMPLER_NOTE, note)
@@ -285,10 +343,11 @@ class CostAwareSampler(BaseSampler):
             batch = [self._propose(study, trial, search_space) for _ in range(self.n_candidates)]
             # The study's state is read once per batch, not once per proposal.
             left = keys.study_time_left(study, self.study_budget_s)
-            pairs = self._steps_pairs(study)
+            pairs, timed = self._steps_pairs(study), self._step_time_pairs(study)
             plans = []
             for p in batch:
-                plans.append(self.plan(study, p, left, self._calibrated(pairs, p, lower=1.0)))
+                scale = self._calibrated(pairs, p, lower=1.0)
+                plans.append(self.plan(study, p, left, scale, self._timed(timed, p)))
                 if plans[-1].feasible:
                     proposals.append((p, plans[-1]))
                     if first_feasible:
