@@ -473,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
             steps_fn=predictor.steps,
             steps_margin=args.margin,
             band_fn=predictor.band,
+            step_time_params=("tune", "batch_size"),  # what step_time() depends on
         )
         pruner = TTPPruner(n_startup_trials=3, time_budget_s=args.budget, band_tolerance=0.5)
         predictor.time(sampler, "sample_relative")  # pricing, the SDE and the GP, all counted

@@ -148,11 +148,14 @@ def test_step_time_scale_shrinks_toward_the_model():
         planner.plan({}, step_time_scale=0.0)
 
 
-def _timed_trial(width: int, model_s: float, measured_s: float, steps: int):
-    dist = optuna.distributions.CategoricalDistribution([1, 2, 4])
+def _timed_trial(width: int, model_s: float, measured_s: float, steps: int, lr: float = 0.1):
+    dists = {
+        "width": optuna.distributions.CategoricalDistribution([1, 2, 4]),
+        "lr": optuna.distributions.FloatDistribution(1e-3, 1.0, log=True),
+    }
     return optuna.trial.create_trial(
-        params={"width": width},
-        distributions={"width": dist},
+        params={"width": width, "lr": lr},
+        distributions=dists,
         value=0.0,
         user_attrs={
             "ttp:model_step_s": model_s,
@@ -161,24 +164,30 @@ def _timed_trial(width: int, model_s: float, measured_s: float, steps: int):
     )
 
 
-def test_sampler_calibrates_step_time_on_trials_with_a_like_model_time():
+def test_sampler_calibrates_step_time_on_trials_of_the_same_architecture():
     cost = {1: 0.001, 2: 0.002, 4: 0.004}
-    sampler = CostAwareSampler(cost_fn=lambda p: cost[p["width"]], max_steps=100)
+    kwargs = dict(cost_fn=lambda p: cost[p["width"]], max_steps=100)
+    sampler = CostAwareSampler(**kwargs, step_time_params=["width"])
     study = optuna.create_study()
-    for _ in range(3):  # width 1 runs twice as slow as the model says
-        study.add_trial(_timed_trial(1, 0.001, 0.002, 100))
-    study.add_trial(_timed_trial(4, 0.004, 0.004, 100))  # width 4 runs as predicted
-    study.add_trial(_timed_trial(4, 0.004, 0.1, 5))  # too few steps: warm-up, ignored
-    assert sampler.step_time_ratio(study, {"width": 1}) == pytest.approx(2 ** (3 / 4), rel=1e-3)
-    assert sampler.step_time_ratio(study, {"width": 4}) == pytest.approx(1.0, abs=1e-3)
-    plan = sampler.plan(study, {"width": 1})
-    assert plan.step_s == pytest.approx(0.001 * 2 ** (3 / 4), rel=1e-3)
-    off = CostAwareSampler(
-        cost_fn=lambda p: cost[p["width"]], max_steps=100, step_time_bandwidth=None
-    )
-    assert off.step_time_ratio(study, {"width": 1}) == 1.0
-    with pytest.raises(InvalidInputError, match="step_time_bandwidth"):
-        CostAwareSampler(cost_fn=lambda p: 0.001, max_steps=5, step_time_bandwidth=-1.0)
+    for lr in (0.001, 0.03, 1.0):  # width 1 runs twice as slow as the model says, at any lr
+        study.add_trial(_timed_trial(1, 0.001, 0.002, 100, lr))
+    study.add_trial(_timed_trial(4, 0.004, 0.004, 100))  # width 4 runs as the model says
+    study.add_trial(_timed_trial(4, 0.004, 0.1, 5))  # too few steps (warm-up): ignored
+    # three like trials at 2x and the model as a fourth at 1x; width 4 barely counts
+    one, four = {"width": 1, "lr": 0.1}, {"width": 4, "lr": 0.1}
+    assert sampler.step_time_ratio(study, one) == pytest.approx(2 ** (3 / 4), rel=0.01)
+    assert sampler.step_time_ratio(study, four) == pytest.approx(1.0, abs=0.02)
+    assert sampler.plan(study, one).step_s == pytest.approx(0.001 * 2 ** (3 / 4), rel=0.01)
+    # Without step_time_params the learning rate, which does not change the step time,
+    # makes the width-1 trials look less alike: the ratio stays nearer the model.
+    every = CostAwareSampler(**kwargs).step_time_ratio(study, one)
+    assert 1.0 < every < sampler.step_time_ratio(study, one)
+    pooled = CostAwareSampler(**kwargs, calibration_bandwidth=None)
+    assert pooled.step_time_ratio(study, four) == pytest.approx(2 ** (3 / 5))  # all alike
+    off = CostAwareSampler(**kwargs, step_time_calibration=False)
+    assert off.step_time_ratio(study, one) == 1.0
+    with pytest.raises(InvalidInputError, match="step_time_params"):
+        CostAwareSampler(**kwargs, step_time_params="width")
 
 
 def test_trials_store_the_model_step_time_and_the_calibrated_one():
@@ -187,6 +196,7 @@ def test_trials_store_the_model_step_time_and_the_calibrated_one():
         max_steps=50,
         search_space={"x": optuna.distributions.FloatDistribution(0.0, 1.0)},
         seed=0,
+        step_time_params=(),  # no parameter changes the step time: every trial is alike
     )
     study = optuna.create_study(sampler=sampler)
 
@@ -200,8 +210,8 @@ def test_trials_store_the_model_step_time_and_the_calibrated_one():
     attrs = [t.user_attrs for t in study.trials]
     assert all(a["ttp:model_step_s"] == 0.001 for a in attrs)
     ratios = [a["ttp:step_time_ratio"] for a in attrs]
-    assert ratios[0] == 1.0  # nothing measured yet
-    assert 1.0 < ratios[1] < ratios[2] < ratios[3] < 3.0  # toward the measured 3x
+    # n timed trials at 3x and the model at 1x: 3 ** (n / (n + 1)), toward the measured 3x
+    assert ratios == pytest.approx([3 ** (n / (n + 1)) for n in range(4)])
     assert attrs[3]["ttp:predicted_step_s"] == pytest.approx(0.001 * ratios[3])
 
 

@@ -529,10 +529,10 @@ CASES = [
     Case(
         "sampler-step-time",
         "optuna.CostAwareSampler",
-        "step_time_bandwidth = 0",
-        lambda: CostAwareSampler(cost_fn=lambda p: 1.0, max_steps=10, step_time_bandwidth=0),
+        "step_time_params = 'width'",
+        lambda: CostAwareSampler(cost_fn=lambda p: 1.0, max_steps=10, step_time_params="width"),
         InvalidInputError,
-        "step_time_bandwidth",
+        "step_time_params",
     ),
     Case(
         "planner-step-time-scale",

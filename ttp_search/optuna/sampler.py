@@ -32,9 +32,14 @@ from ttp_search.engine.planning import (
 )
 from ttp_search.errors import InvalidInputError
 from ttp_search.optuna import _storage as keys
-from ttp_search.optuna._calibration import similarity
+from ttp_search.optuna._calibration import (
+    similarity,
+    step_time_pairs,
+    steps_pairs,
+)
 
-_MIN_TIMED_STEPS = 20
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+_STEP_TIME_MISMATCH = 9.0  # a differing categorical: three bandwidths, weight exp(-4.5)
 
 
 class CostAwareSampler(BaseSampler):
@@ -69,12 +74,13 @@ class CostAwareSampler(BaseSampler):
     weighted toward similar configurations (``calibration_bandwidth``, see
     :meth:`steps_ratio`; ``None``: one study-wide ratio).
 
-    Step times are calibrated too: every finished trial that reported its clock
-    (:func:`report` with ``elapsed_s``, over at least 20 steps) gives measured / predicted
-    seconds per step, and a configuration is priced at the model's step time times the
-    ratio of trials whose model step time was like its own (a Gaussian kernel on the log of
-    the model's step time, ``step_time_bandwidth``; ``None`` turns this off). Pass the
-    training seconds as ``elapsed_s`` if evaluation should not count as training time.
+    Step times are calibrated too (``step_time_calibration``): every finished trial that
+    reported its clock (:func:`report` with ``elapsed_s``, over at least 20 steps) gives
+    measured / model seconds per step, and a configuration is priced at the model's step
+    time times the ratio of the trials like it in ``step_time_params`` (the parameters that
+    change the step time, such as architecture and batch size; ``None``: all), shrunk toward
+    the model (see :meth:`step_time_ratio`). Pass the training seconds as ``elapsed_s`` if
+    evaluation should not count as training time.
 
     Stored on each trial: ``ttp:predicted_step_s`` (and ``_low_s``/``_high_s``, calibrated;
     ``ttp:model_step_s`` is the cost model's own and ``ttp:step_time_ratio`` their ratio),
@@ -120,7 +126,8 @@ class CostAwareSampler(BaseSampler):
         steps_margin: float = 0.1,
         band_fn: BandFn | None = None,
         calibration_bandwidth: float | None = 0.25,
-        step_time_bandwidth: float | None = 0.1,
+        step_time_calibration: bool = True,
+        step_time_params: Sequence[str] | None = None,
     ) -> None:
         if study_budget_s is not None and not (
             isinstance(study_budget_s, numbers.Real) and study_budget_s > 0
@@ -155,13 +162,14 @@ class CostAwareSampler(BaseSampler):
                 f"calibration_bandwidth must be > 0 or None, got {calibration_bandwidth!r}"
             )
         self.calibration_bandwidth = calibration_bandwidth
-        if step_time_bandwidth is not None and not (
-            isinstance(step_time_bandwidth, numbers.Real) and step_time_bandwidth > 0
+        if isinstance(step_time_params, str) or not (
+            step_time_params is None or all(isinstance(name, str) for name in step_time_params)
         ):
             raise InvalidInputError(
-                f"step_time_bandwidth must be > 0 or None, got {step_time_bandwidth!r}"
+                f"step_time_params must be parameter names or None, got {step_time_params!r}"
             )
-        self.step_time_bandwidth = step_time_bandwidth
+        self.step_time_calibration = bool(step_time_calibration)
+        self.step_time_params = None if step_time_params is None else tuple(step_time_params)
         if not cost_exponent >= 0:
             raise InvalidInputError(f"cost_exponent must be >= 0, got {cost_exponent!r}")
         self.base_sampler = base_sampler if base_sampler is not None else TPESampler(seed=seed)
@@ -198,35 +206,41 @@ class CostAwareSampler(BaseSampler):
         )
 
     def step_time_ratio(self, study: optuna.Study, params: dict[str, Any]) -> float:
-        """Measured / predicted seconds per step for ``params``, from the study's finished
-        trials whose model step time was like this configuration's (1.0 without them)."""
+        """Measured / model seconds per step for ``params`` (1.0 before any trial is timed).
+
+        The layer-time model's error belongs to the configuration's ops on this machine
+        (bench-pipeline: one architecture 1.1x over, another 0.8x under, in one study). Each
+        timed trial is weighted by :func:`similarity` in ``step_time_params`` with bandwidth
+        ``calibration_bandwidth``, a differing categorical counting as three bandwidths (a
+        different architecture says little about this one), and the weighted geometric mean
+        is shrunk toward the model (:func:`~ttp_search.engine.planning.step_time_scale`);
+        ``calibration_bandwidth=None``: every timed trial counts alike.
+        """
         return self._timed(self._step_time_pairs(study), params)
 
-    def _timed(self, pairs: list[tuple[float, float]], params: dict[str, Any]) -> float:
-        if self.step_time_bandwidth is None or not pairs:
+    def _timed(self, pairs: list[tuple], params: dict[str, Any]) -> float:
+        if not pairs:
             return 1.0
-        model_s = self.planner.step_cost(params)[0]
-        weights = [
-            math.exp(-0.5 * (math.log(p / model_s) / self.step_time_bandwidth) ** 2)
-            for p, _ in pairs
-        ]
-        return step_time_scale(pairs, weights=weights)
+        weights = None
+        if self.calibration_bandwidth is not None:
+            names = self.step_time_params
+            mine = params if names is None else {k: params[k] for k in names if k in params}
+            weights = [
+                similarity(
+                    mine,
+                    p if names is None else {k: p[k] for k in names if k in p},
+                    dists,
+                    self.calibration_bandwidth,
+                    mismatch=_STEP_TIME_MISMATCH,
+                )
+                for *_, p, dists in pairs
+            ]
+        return step_time_scale([pair[:2] for pair in pairs], weights=weights)
 
-    def _step_time_pairs(self, study: optuna.Study) -> list[tuple[float, float]]:
-        """(model, measured) seconds per step of the finished trials that reported a clock."""
-        if self.step_time_bandwidth is None:
+    def _step_time_pairs(self, study: optuna.Study) -> list[tuple]:
+        if not self.step_time_calibration:
             return []
-        pairs = []
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-            model_s, clock = t.user_attrs.get(keys.MODEL_STEP), t.user_attrs.get(keys.CLOCK)
-            # The first steps carry warm-up (allocation, lazy initialisation): too few
-            # of them say more about that than about the step time.
-            if not model_s or not clock or clock.get("step", 0) < _MIN_TIMED_STEPS:
-                continue
-            measured = clock["elapsed_s"] / clock["step"]
-            if measured > 0:
-                pairs.append((float(model_s), measured))
-        return pairs
+        return step_time_pairs(study.get_trials(deepcopy=False, states=_FINISHED))
 
     def steps_scale(self, study: optuna.Study, params: dict[str, Any] | None = None) -> float:
         """Measured / predicted steps to the target over this study's trials (recorded with
@@ -260,23 +274,9 @@ class CostAwareSampler(BaseSampler):
         return steps_scale([pair[:2] for pair in pairs], weights=weights, **clip)
 
     def _steps_pairs(self, study: optuna.Study) -> list[tuple]:
-        """(predicted, measured, params, distributions) of the trials that calibrate."""
         if self.planner.steps_fn is None:
             return []
-        pairs = []
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-            a = t.user_attrs
-            if not a.get(keys.PREDICTED_CROSSING):
-                continue
-            if keys.TARGET_REACHED in a:
-                measured = a[keys.TARGET_REACHED]
-            elif t.state == TrialState.COMPLETE and a.get(keys.BUDGET):
-                # Ran its whole budget short of the target: it needed more than its budget.
-                measured = 1.25 * a[keys.BUDGET]
-            else:
-                continue
-            pairs.append((a[keys.PREDICTED_CROSSING], measured, t.params, t.distributions))
-        return pairs
+        return steps_pairs(study.get_trials(deepcopy=False, states=_FINISHED))
 
     def _store(
         self, study, trial: FrozenTrial, params, plan: TrialPlan, note: str, pairs=None
