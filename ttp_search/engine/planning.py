@@ -280,23 +280,12 @@ def steps_scale(
     ``prior_weight``. 1.0 until ``min_pairs`` trials have reached the target; clipped to
     [``lower``, ``upper``].
     """
-    if weights is not None and len(weights) != len(pairs):
-        raise InvalidInputError(f"weights must match pairs: {len(weights)} != {len(pairs)}")
-    kept = [
-        (m / p, 1.0 if weights is None else float(weights[i]))
-        for i, (p, m) in enumerate(pairs)
-        if 0 < p < math.inf and 0 < m < math.inf
-    ]
-    if len(kept) < min_pairs:
+    ratios, w = _ratios(pairs, weights)
+    if len(ratios) < min_pairs:
         return 1.0
-    ratios = np.array([r for r, _ in kept])
     ratio = float(np.median(ratios))
-    w = np.array([w for _, w in kept])
     if weights is not None and w.sum() + prior_weight > 0:
-        log_ratio = (np.sum(w * np.log(ratios)) + prior_weight * math.log(ratio)) / (
-            w.sum() + prior_weight
-        )
-        ratio = math.exp(log_ratio)
+        ratio = _shrunk_geometric_mean(ratios, w, ratio, prior_weight)
     return float(np.clip(ratio, lower, upper))
 
 
@@ -311,20 +300,40 @@ def step_time_scale(
     """Ratio measured / predicted seconds per step over (predicted, measured) pairs.
 
     The layer-time model's error is a property of the configuration's ops on this machine
-    (bench-pipeline: 1.2x over for one architecture, 0.9x under for another in the same
+    (bench-pipeline: 1.1x over for one architecture, 0.8-0.9x under for another in the same
     study), so unlike the steps scale it is not shrunk toward the study's median but toward
     the model itself: the weighted geometric mean of the ratios with the model (ratio 1) as
     one more pair of weight ``prior_weight``. Clipped to [``lower``, ``upper``].
     """
+    ratios, w = _ratios(pairs, weights)
+    if not len(ratios) or w.sum() + prior_weight <= 0:
+        return 1.0
+    ratio = _shrunk_geometric_mean(ratios, w, 1.0, prior_weight)
+    return float(np.clip(ratio, lower, upper))
+
+
+def _ratios(
+    pairs: Sequence[tuple[float, float]], weights: Sequence[float] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """measured / predicted of the (predicted, measured) pairs with both in (0, inf), and
+    their weights (1 each without ``weights``)."""
     if weights is not None and len(weights) != len(pairs):
         raise InvalidInputError(f"weights must match pairs: {len(weights)} != {len(pairs)}")
-    logs, w = [], []
-    for i, (p, m) in enumerate(pairs):
-        if 0 < p < math.inf and 0 < m < math.inf:
-            logs.append(math.log(m / p))
-            w.append(1.0 if weights is None else float(weights[i]))
-    total = sum(w) + prior_weight
-    if not logs or total <= 0:
-        return 1.0
-    ratio = math.exp(float(np.dot(w, logs)) / total)
-    return float(np.clip(ratio, lower, upper))
+    kept = [
+        (m / p, 1.0 if weights is None else float(weights[i]))
+        for i, (p, m) in enumerate(pairs)
+        if 0 < p < math.inf and 0 < m < math.inf
+    ]
+    return (
+        np.array([r for r, _ in kept], dtype=np.float64),
+        np.array([w for _, w in kept], dtype=np.float64),
+    )
+
+
+def _shrunk_geometric_mean(
+    ratios: np.ndarray, weights: np.ndarray, prior: float, prior_weight: float
+) -> float:
+    """The weighted geometric mean of ``ratios`` with ``prior`` as one more of weight
+    ``prior_weight``."""
+    log_sum = float(np.dot(weights, np.log(ratios))) + prior_weight * math.log(prior)
+    return math.exp(log_sum / (float(weights.sum()) + prior_weight))

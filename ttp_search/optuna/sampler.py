@@ -216,7 +216,7 @@ class CostAwareSampler(BaseSampler):
         is shrunk toward the model (:func:`~ttp_search.engine.planning.step_time_scale`);
         ``calibration_bandwidth=None``: every timed trial counts alike.
         """
-        return self._timed(self._step_time_pairs(study), params)
+        return self._timed(self._step_time_pairs(self._finished(study)), params)
 
     def _timed(self, pairs: list[tuple], params: dict[str, Any]) -> float:
         if not pairs:
@@ -237,10 +237,13 @@ class CostAwareSampler(BaseSampler):
             ]
         return step_time_scale([pair[:2] for pair in pairs], weights=weights)
 
-    def _step_time_pairs(self, study: optuna.Study) -> list[tuple]:
-        if not self.step_time_calibration:
-            return []
-        return step_time_pairs(study.get_trials(deepcopy=False, states=_FINISHED))
+    def _step_time_pairs(self, finished: list[FrozenTrial]) -> list[tuple]:
+        return step_time_pairs(finished) if self.step_time_calibration else []
+
+    @staticmethod
+    def _finished(study: optuna.Study) -> list[FrozenTrial]:
+        """The trials that calibrate: one storage read for both kinds of pairs."""
+        return study.get_trials(deepcopy=False, states=_FINISHED)
 
     def steps_scale(self, study: optuna.Study, params: dict[str, Any] | None = None) -> float:
         """Measured / predicted steps to the target over this study's trials (recorded with
@@ -251,7 +254,7 @@ class CostAwareSampler(BaseSampler):
         # Budgets are only lengthened: a trial that stops at the target wastes nothing of a
         # long budget, while a budget too short wastes the whole trial (and a shorter linear
         # decay reaches the target later in its budget than a long one: no time stretch).
-        return self._calibrated(self._steps_pairs(study), params, lower=1.0)
+        return self._calibrated(self._steps_pairs(self._finished(study)), params, lower=1.0)
 
     def steps_ratio(self, study: optuna.Study, params: dict[str, Any] | None = None) -> float:
         """The same ratio unclipped below: the study's calibration of the steps model, used
@@ -263,7 +266,7 @@ class CostAwareSampler(BaseSampler):
         ``calibration_bandwidth`` and the result shrunk toward the study-wide median
         (:func:`~ttp_search.engine.planning.steps_scale`); ``None`` is the median alone.
         """
-        return self._calibrated(self._steps_pairs(study), params)
+        return self._calibrated(self._steps_pairs(self._finished(study)), params)
 
     def _calibrated(self, pairs: list, params: dict[str, Any] | None, **clip) -> float:
         weights = None
@@ -273,10 +276,8 @@ class CostAwareSampler(BaseSampler):
             ]
         return steps_scale([pair[:2] for pair in pairs], weights=weights, **clip)
 
-    def _steps_pairs(self, study: optuna.Study) -> list[tuple]:
-        if self.planner.steps_fn is None:
-            return []
-        return steps_pairs(study.get_trials(deepcopy=False, states=_FINISHED))
+    def _steps_pairs(self, finished: list[FrozenTrial]) -> list[tuple]:
+        return steps_pairs(finished) if self.planner.steps_fn is not None else []
 
     def _store(
         self, study, trial: FrozenTrial, params, plan: TrialPlan, note: str, pairs=None
@@ -310,7 +311,7 @@ class CostAwareSampler(BaseSampler):
         band = band_record(self.planner.band_fn, params, max(1, round(plan.steps / scale)))
         keys.set_attr(study, trial, keys.STEPS_SCALE, scale)
         if pairs is None:
-            pairs = self._steps_pairs(study)
+            pairs = self._steps_pairs(self._finished(study))
         keys.set_attr(study, trial, keys.STEPS_RATIO, self._calibrated(pairs, params))
         if band.get("crossing") is not None:
             keys.set_attr(study, trial, keys.PREDICTED_CROSSING, band["crossing"])
@@ -343,7 +344,8 @@ class CostAwareSampler(BaseSampler):
             batch = [self._propose(study, trial, search_space) for _ in range(self.n_candidates)]
             # The study's state is read once per batch, not once per proposal.
             left = keys.study_time_left(study, self.study_budget_s)
-            pairs, timed = self._steps_pairs(study), self._step_time_pairs(study)
+            finished = self._finished(study)
+            pairs, timed = self._steps_pairs(finished), self._step_time_pairs(finished)
             plans = []
             for p in batch:
                 scale = self._calibrated(pairs, p, lower=1.0)
