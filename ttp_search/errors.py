@@ -14,6 +14,10 @@ class InvalidInputError(TTPSearchError, ValueError):
     """An argument has a wrong value, shape or type."""
 
 
+class MissingParameterError(InvalidInputError):
+    """A configuration lacks a parameter its cost (or steps) function needs."""
+
+
 class ModelSpecError(InvalidInputError):
     """A model specification (``torchvision:NAME`` or ``file.py:FACTORY``) cannot be resolved."""
 

@@ -3,33 +3,45 @@
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from torch import nn
 
-from ttp_search.budget.schedules import check_int
+from ttp_search._checks import check_int, check_real
 from ttp_search.errors import InvalidInputError
+
+#: More steps than any training run takes (2**53, where floats stop counting exactly): a
+#: budget above it comes from a step time that is not a real one (1e-320 s, say).
+MAX_BUDGET_STEPS = 2**53
 
 
 def _positive(name: str, value: object) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise InvalidInputError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
+    return check_real(name, value, low=0.0, low_open=True)
+
+
+def steps_within(time_s: float, step_time_s: float) -> int:
+    """Whole steps of ``step_time_s`` that fit in ``time_s`` (both > 0, ``time_s`` may be
+    ``inf`` only if the caller has checked it), at most :data:`MAX_BUDGET_STEPS`.
+
+    Raises :class:`InvalidInputError` naming the step time when the count would exceed that
+    bound (the quotient overflows to inf for a step of 1e-320 s).
+    """
+    # A hair of tolerance so 10 s / 0.1 s is 100 steps, not 99 from rounding.
+    steps = time_s / step_time_s * (1 + 1e-12)
+    if not steps <= MAX_BUDGET_STEPS:
+        raise InvalidInputError(
+            f"step_time_s {step_time_s!r} is too small to be a step time: {time_s:g} s would "
+            f"hold {steps:.3g} steps (more than 2**53)"
+        )
+    return math.floor(steps)
 
 
 def steps_for_budget(time_budget_s: float, step_time_s: float) -> int:
     """Whole steps that fit in ``time_budget_s`` at ``step_time_s`` per step (at least 0)."""
     budget = _positive("time_budget_s", time_budget_s)
     step = _positive("step_time_s", step_time_s)
-    # A hair of tolerance so 10 s / 0.1 s is 100 steps, not 99 from rounding.
-    return math.floor(budget / step * (1 + 1e-12))
+    return steps_within(budget, step)
 
 
 def steps_for_fraction(fraction: float, reference_steps: int) -> int:

@@ -7,19 +7,13 @@ its budget has annealed instead of being cut off mid-schedule ("budgeted converg
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
+from ttp_search._checks import check_int, check_real
 from ttp_search.errors import InvalidInputError
 
-
-def check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise InvalidInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+__all__ = ["LinearDecayLR", "check_int"]
 
 
 class LinearDecayLR(LRScheduler):
@@ -54,9 +48,15 @@ class LinearDecayLR(LRScheduler):
             raise InvalidInputError(
                 f"warmup_steps ({warmup_steps}) must be smaller than total_steps ({total_steps})"
             )
-        if not isinstance(final_lr, numbers.Real) or not math.isfinite(final_lr) or final_lr < 0:
-            raise InvalidInputError(f"final_lr must be a finite number >= 0, got {final_lr!r}")
-        self.final_lr = float(final_lr)
+        self.final_lr = check_real("final_lr", final_lr, low=0.0)
+        # A final rate above the initial one would make the "decay" rise toward the end.
+        for i, group in enumerate(optimizer.param_groups):
+            start = group.get("initial_lr", group["lr"]) if last_epoch != -1 else group["lr"]
+            if self.final_lr > start:
+                raise InvalidInputError(
+                    f"final_lr ({final_lr!r}) is above param group {i}'s initial lr ({start!r}): "
+                    "the rate would rise instead of decaying"
+                )
         super().__init__(optimizer, last_epoch)
 
     def lr_at(self, step: int, base_lr: float) -> float:

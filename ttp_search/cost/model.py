@@ -15,7 +15,9 @@ The interval comes from leave-one-out residuals of that last fit (10th/90th perc
 
 from __future__ import annotations
 
+import hashlib
 import math
+import pickle
 import time
 import warnings
 from collections.abc import Sequence
@@ -30,13 +32,51 @@ from scipy.optimize import nnls
 from sklearn.ensemble import HistGradientBoostingRegressor
 from torch import nn
 
-from ttp_search.cost.cache import calibration_path, device_fingerprint
+from ttp_search.cost.cache import atomic_write_bytes, calibration_path, device_fingerprint
 from ttp_search.cost.calibrate import CalibrationData, NetArrays, collect_calibration
 from ttp_search.cost.features import FEATURE_COLUMNS
 from ttp_search.cost.step import check_optimizer, device_name
 from ttp_search.cost.trace import StepTrace, trace_training_step
 from ttp_search.errors import CalibrationError, CalibrationNotFoundError
 
+
+def _fit_key(path: Path) -> str:
+    """What a cached fit depends on: the calibration's bytes and the fitting code."""
+    import sklearn
+
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return f"{digest}:{sklearn.__version__}:{np.__version__}:{_FIT_VERSION}"
+
+
+def _check_fittable(data: CalibrationData) -> None:
+    """Refuse calibration samples no measurement produces, naming what is wrong."""
+    problems = []
+    if not (math.isfinite(data.peak_flops) and data.peak_flops > 0):
+        problems.append(f"peak_flops {data.peak_flops!r}")
+    if not (math.isfinite(data.bandwidth) and data.bandwidth > 0):
+        problems.append(f"bandwidth {data.bandwidth!r}")
+    if len(data.op_time) < 2 * _MIN_OP_COUNT:
+        problems.append(f"{len(data.op_time)} op timings")
+    times = (data.op_time, data.net_time, data.opt_time)
+    if any(len(t) and not np.all(np.isfinite(t) & (np.asarray(t) > 0)) for t in times):
+        problems.append("timings that are not positive finite seconds")
+    if np.asarray(data.op_X).size and not np.all(np.isfinite(np.asarray(data.op_X))):
+        problems.append("non-finite op features")
+    if len(data.nets) != len(data.net_time) or len(data.nets) != len(data.net_optimizer):
+        problems.append("networks and their timings differ in number")
+    if not data.nets:
+        problems.append("no network timings")
+    if not data.opt_time:
+        problems.append("no optimizer timings")
+    if problems:
+        raise CalibrationError(
+            f"the calibration holds {', '.join(problems)}: it cannot be fitted; recalibrate "
+            "with `ttp time calibrate --force`"
+        )
+
+
+# Bump when the fitting code changes, so fits cached by an older version are not reused.
+_FIT_VERSION = 1
 _MIN_OP_COUNT = 3
 _MAX_CATEGORIES = 250
 _IDX = {name: i for i, name in enumerate(FEATURE_COLUMNS)}
@@ -146,11 +186,56 @@ class LayerTimeModel:
         return model
 
     def fit(self, data: CalibrationData) -> LayerTimeModel:
-        """Fit the op, optimizer and step models on calibration samples."""
+        """Fit the op, optimizer and step models on calibration samples.
+
+        Raises :class:`CalibrationError` when the samples cannot be fitted (too few, or
+        values a calibration cannot produce), whatever the fitting library says.
+        """
+        _check_fittable(data)
         self.data = data
-        self._fit_ops(data)
-        self._fit_optimizer(data)
-        self._fit_steps(data)
+        try:
+            self._fit_ops(data)
+            self._fit_optimizer(data)
+            self._fit_steps(data)
+        except (ValueError, IndexError, np.linalg.LinAlgError) as exc:
+            self.data = None
+            raise CalibrationError(
+                f"the calibration samples cannot be fitted ({type(exc).__name__}: {exc}); "
+                "recalibrate with `ttp time calibrate --force`"
+            ) from exc
+        return self
+
+    _FITTED = (
+        "op_vocab",
+        "seen_ops",
+        "op_regressor",
+        "optimizer_coef",
+        "step_coef",
+        "loo_residuals",
+        "interval_log",
+    )
+
+    def _fit_cached(self, data: CalibrationData, path: Path) -> LayerTimeModel:
+        """``fit``, reusing the fit cached next to the calibration file when it was made from
+        the same bytes by the same library versions (a fit takes seconds, a load
+        milliseconds); a missing, stale or unreadable cache is refitted and rewritten."""
+        key = _fit_key(path)
+        cache = path.with_name(path.name + ".fit.pkl")
+        try:
+            saved = pickle.loads(cache.read_bytes())
+            if saved.get("key") == key:
+                for name in self._FITTED:
+                    setattr(self, name, saved["fitted"][name])
+                self.data = data
+                return self
+        except Exception:  # any damage means: refit
+            pass
+        self.fit(data)
+        fitted = {name: getattr(self, name) for name in self._FITTED}
+        try:
+            atomic_write_bytes(cache, pickle.dumps({"key": key, "fitted": fitted}))
+        except OSError:
+            pass  # a read-only cache folder: the fit is just not reused
         return self
 
     def _fit_ops(self, data: CalibrationData) -> None:
@@ -297,7 +382,7 @@ class LayerTimeModel:
                 f"calibration file {target} was made for {data.fingerprint}, but this device is "
                 f"{expected}; recalibrate with `ttp time calibrate --force`"
             )
-        model = cls().fit(data)
+        model = cls()._fit_cached(data, target)
         model.path = target
         return model
 

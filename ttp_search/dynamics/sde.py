@@ -37,6 +37,7 @@ from scipy.integrate import solve_ivp
 from scipy.special import log_softmax, softmax
 from torch import nn
 
+from ttp_search._checks import check_int, check_real
 from ttp_search.dynamics.jacobian import sketched_jacobian, weight_direction
 from ttp_search.dynamics.recursion import mse_run
 from ttp_search.dynamics.spectrum import extrapolation_factors
@@ -59,6 +60,10 @@ class StepsEstimate:
     high: float
     target: float
     weight_decay: str
+
+
+#: The longest run predict_curve and steps_to_loss simulate (one step at a time).
+MAX_SIMULATED_STEPS = 10_000_000
 
 
 def schedule_factors(schedule: Schedule, steps: int) -> np.ndarray:
@@ -127,9 +132,8 @@ class LinearizedSDE:
         rank: int = 1024,
         extrapolate: bool = True,
     ) -> None:
-        for name, value in (("projection_dim", projection_dim), ("rank", rank)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidInputError(f"{name} must be an integer >= 1, got {value!r}")
+        projection_dim = check_int("projection_dim", projection_dim, 1)
+        rank = check_int("rank", rank, 1)
         x, f0, self.Y, self.N = sample_outputs(
             model, inputs, targets, loss=loss, num_samples=num_samples, seed=seed
         )
@@ -207,6 +211,9 @@ class LinearizedSDE:
             raise InvalidInputError(
                 f"gram must be ({self.n * self.C}, {self.n * self.C}), got {np.shape(gram)}"
             )
+        for name, array in (("gram", gram), ("f0", f0), ("d0", d0), ("targets", targets)):
+            if not np.all(np.isfinite(np.asarray(array, dtype=np.float64))):
+                raise InvalidInputError(f"{name} holds non-finite values (NaN or inf)")
         self.Y = np.asarray(targets)
         self._set_gram(gram, f0, d0, rank, extrapolate)
         return self
@@ -583,20 +590,12 @@ def check_hyperparameters(
     lr, batch_size, momentum=0.0, weight_decay=0.0, steps=1, decay="standard"
 ) -> None:
     """Validate SGD hyperparameters (before any Jacobian is computed, so bad input fails fast)."""
-    if not (isinstance(lr, numbers.Real) and math.isfinite(lr) and lr > 0):
-        raise InvalidInputError(f"lr must be a finite number > 0, got {lr!r}")
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, numbers.Integral)
-        or batch_size < 1
-    ):
-        raise InvalidInputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    if not 0 <= momentum < 1:
-        raise InvalidInputError(f"momentum must be in [0, 1), got {momentum!r}")
-    if not (math.isfinite(weight_decay) and weight_decay >= 0):
-        raise InvalidInputError(f"weight_decay must be >= 0, got {weight_decay!r}")
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-        raise InvalidInputError(f"steps must be an integer >= 1, got {steps!r}")
+    check_real("lr", lr, low=0.0, low_open=True)
+    check_int("batch_size", batch_size, 1)
+    check_real("momentum", momentum, low=0.0, high=1.0, high_open=True)
+    check_real("weight_decay", weight_decay, low=0.0)
+    # Every step is simulated (and its learning rate held in an array): a bound, not a wait.
+    check_int("steps", steps, 1, MAX_SIMULATED_STEPS)
     if decay not in ("standard", "to_init"):
         raise InvalidInputError(f"decay must be 'standard' or 'to_init', got {decay!r}")
 
@@ -622,8 +621,14 @@ def sample_outputs(
         raise InvalidInputError(
             f"inputs ({inputs.shape[0]}) and targets ({targets.shape[0]}) differ in length"
         )
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise InvalidInputError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+    num_samples = check_int("num_samples", num_samples, 1)
+    for name, tensor in (("inputs", inputs), ("targets", targets)):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise InvalidInputError(
+                f"{name} hold {bad} non-finite values (NaN or inf): every prediction would be "
+                "inf; clean the data first"
+            )
     N = int(inputs.shape[0])
     idx = torch.randperm(N, generator=torch.Generator().manual_seed(seed))[: min(num_samples, N)]
     x = inputs[idx]
@@ -636,6 +641,11 @@ def sample_outputs(
         model.train(was_training)
     if f0.ndim == 1:
         f0 = f0[:, None]
+    if not bool(torch.isfinite(f0).all()):
+        raise InvalidInputError(
+            "the model's outputs at its current weights are not finite (NaN or inf): check "
+            "the weights"
+        )
     return x, f0.numpy(), _encode_targets(targets[idx], loss, f0.shape[1]), N
 
 

@@ -9,17 +9,31 @@ a trial whose predicted cost to finish exceeds what is left of the study's time 
 
 from __future__ import annotations
 
+import enum
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import numpy as np
 
+from ttp_search._checks import (
+    check_int,
+    check_positive_seconds,
+    check_real,
+    check_value_range,
+)
 from ttp_search.curves import extrapolate, linear_decay_schedule
 from ttp_search.errors import InvalidInputError
 
 Direction = Literal["minimize", "maximize"]
+
+
+class ValueRangeWarning(UserWarning):
+    """Reported values fall outside the ``value_range`` the pruner or scheduler was given."""
+
+
 SCHEDULES = ("constant", "linear")
 
 
@@ -69,6 +83,23 @@ class TrialCurve:
         return self.predicted_step_s
 
 
+class Rule(str, enum.Enum):
+    """The rule behind a :class:`Decision`; ``prune`` says which way it went."""
+
+    NO_REPORTS = "no_reports"
+    NON_FINITE = "non_finite"  # reported NaN or inf: stop
+    STUDY_TIME = "study_time"  # cannot finish in the study's time left: stop
+    AT_BUDGET = "at_budget"  # at its budget: nothing left to save
+    OUTSIDE_BAND = "outside_band"  # left its predicted band: stop
+    STARTUP = "startup"  # too few completed trials to judge
+    WARMUP = "warmup"  # not past n_warmup_steps
+    FEW_POINTS = "few_points"  # fewer than min_points reports
+    NO_INCUMBENT = "no_incumbent"  # nothing completed to compare with
+    MAY_BEAT = "may_beat"  # P(ends better than the incumbent) >= threshold
+    AHEAD_OF_PEERS = "ahead_of_peers"  # unlikely to win, but ahead of its peers
+    UNLIKELY = "unlikely"  # P(ends better) < threshold: stop
+
+
 @dataclass(frozen=True)
 class Decision:
     """The core's answer at one report, stored with the trial by the adapters."""
@@ -82,10 +113,13 @@ class Decision:
     incumbent: float | None = None
     remaining_cost_s: float | None = None
     extra: dict = field(default_factory=dict)
+    # Which rule decided (the reason is its human wording).
+    rule: Rule | None = None
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out.update(out.pop("extra"))
+        out["rule"] = None if self.rule is None else self.rule.value
         return out
 
 
@@ -122,36 +156,22 @@ class DecisionCore:
         peer_percentile: float | None = 50.0,
         band_tolerance: float | None = 0.5,
     ) -> None:
-        if band_tolerance is not None and not (
-            isinstance(band_tolerance, (int, float)) and 0 <= band_tolerance < math.inf
-        ):
-            raise InvalidInputError(
-                f"band_tolerance must be a number >= 0 or None, got {band_tolerance!r}"
-            )
+        if band_tolerance is not None:
+            band_tolerance = check_real("band_tolerance", band_tolerance, low=0.0)
         self.band_tolerance = band_tolerance
         if direction not in ("minimize", "maximize"):
             raise InvalidInputError(
                 f"direction must be 'minimize' or 'maximize', got {direction!r}"
             )
-        if not 0.0 <= threshold < 1.0:
-            raise InvalidInputError(f"threshold must be in [0, 1), got {threshold!r}")
-        for name, value, low in (
-            ("n_startup_trials", n_startup_trials, 0),
-            ("n_warmup_steps", n_warmup_steps, 0),
-            ("min_points", min_points, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise InvalidInputError(f"{name} must be an integer >= {low}, got {value!r}")
-        if value_range is not None and not value_range[0] < value_range[1]:
-            raise InvalidInputError(f"value_range must be (low, high), got {value_range!r}")
-        if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin >= 0):
-            raise InvalidInputError(f"margin must be a finite number >= 0, got {margin!r}")
-        self.margin = float(margin)
-        if peer_percentile is not None and not 0 <= peer_percentile <= 100:
-            raise InvalidInputError(
-                f"peer_percentile must be in [0, 100] or None, got {peer_percentile!r}"
-            )
-        self.peer_percentile = 101.0 if peer_percentile is None else float(peer_percentile)
+        threshold = check_real("threshold", threshold, low=0.0, high=1.0, high_open=True)
+        n_startup_trials = check_int("n_startup_trials", n_startup_trials, 0)
+        n_warmup_steps = check_int("n_warmup_steps", n_warmup_steps, 0)
+        min_points = check_int("min_points", min_points, 1)
+        value_range = check_value_range(value_range)
+        self.margin = check_real("margin", margin, low=0.0)
+        if peer_percentile is not None:
+            peer_percentile = check_real("peer_percentile", peer_percentile, low=0.0, high=100.0)
+        self.peer_percentile = 101.0 if peer_percentile is None else peer_percentile
         self.direction = direction
         self.threshold = threshold
         self.n_startup_trials = n_startup_trials
@@ -196,8 +216,29 @@ class DecisionCore:
             budget,
             direction=self.direction,
             lr_schedule=schedule,
-            value_range=self.value_range,
+            value_range=self._range_for(trial.values),
         )
+
+    def _range_for(self, values: np.ndarray) -> tuple[float, float] | None:
+        """``value_range``, unless the trial's values leave it (then ``None``, with a warning).
+
+        Clipping a loss near 2 into ``(0, 1)``, or an accuracy in percent into it, would turn
+        every prediction into the range's edge and no trial would ever be pruned; a curve
+        outside the range is extrapolated unbounded instead.
+        """
+        if self.value_range is None:
+            return None
+        lo, hi = self.value_range
+        slack = 0.01 * (hi - lo)
+        if np.all((values >= lo - slack) & (values <= hi + slack)):
+            return self.value_range
+        warnings.warn(
+            f"reported values fall outside value_range={self.value_range}: the range is "
+            "ignored for such trials (is the metric a loss, or in percent?)",
+            ValueRangeWarning,
+            stacklevel=2,
+        )
+        return None
 
     def decide(
         self,
@@ -208,11 +249,13 @@ class DecisionCore:
     ) -> Decision:
         """Continue or stop ``trial``, with the reason, its predicted end and cost."""
         if trial.steps.size == 0:
-            return Decision(False, "no reports yet")
+            return Decision(False, "no reports yet", rule=Rule.NO_REPORTS)
         last = float(trial.values[-1])
         if not math.isfinite(last):
             return Decision(
-                True, f"reported a non-finite value ({last}) at step {trial.last_step:g}"
+                True,
+                f"reported a non-finite value ({last}) at step {trial.last_step:g}",
+                rule=Rule.NON_FINITE,
             )
         if trial.steps.size > 1 and np.any(np.diff(trial.steps) <= 0):
             raise InvalidInputError("a trial's report steps must be strictly increasing")
@@ -226,28 +269,36 @@ class DecisionCore:
         step_s = trial.step_seconds()
         if trial.budget_steps is not None and step_s is not None:
             remaining = max(trial.budget_steps - trial.last_step, 0.0) * step_s
-        if time_left_s is not None and remaining is not None and remaining > time_left_s:
-            return Decision(
-                True,
-                f"cannot finish in the study's time budget: needs {remaining:.1f} s, "
-                f"{max(time_left_s, 0.0):.1f} s left",
-                remaining_cost_s=remaining,
-                extra=seen,
-            )
-
         if trial.budget_steps is not None and trial.last_step >= trial.budget_steps:
             return Decision(
-                False, "at its budget: nothing left to save", remaining_cost_s=0.0, extra=seen
+                False,
+                "at its budget: nothing left to save",
+                remaining_cost_s=0.0,
+                extra=seen,
+                rule=Rule.AT_BUDGET,
             )
+        spent = time_left_s is not None and time_left_s <= 0
+        if spent or (time_left_s is not None and remaining is not None and remaining > time_left_s):
+            why = (
+                f"the study's time budget is spent ({-time_left_s:.3g} s over)"
+                if spent
+                else f"cannot finish in the study's time budget: needs {remaining:.3g} s, "
+                f"{time_left_s:.3g} s left"
+            )
+            return Decision(True, why, remaining_cost_s=remaining, extra=seen, rule=Rule.STUDY_TIME)
+
         outside = self.outside_band(trial)
         if outside is not None:
-            return Decision(True, outside, remaining_cost_s=remaining, extra=seen)
+            return Decision(
+                True, outside, remaining_cost_s=remaining, extra=seen, rule=Rule.OUTSIDE_BAND
+            )
         if n_done < self.n_startup_trials:
             return Decision(
                 False,
                 f"startup: {n_done} of {self.n_startup_trials} trials completed",
                 remaining_cost_s=remaining,
                 extra=seen,
+                rule=Rule.STARTUP,
             )
         if trial.last_step <= self.n_warmup_steps:
             return Decision(
@@ -255,6 +306,7 @@ class DecisionCore:
                 f"warm-up until step {self.n_warmup_steps}",
                 remaining_cost_s=remaining,
                 extra=seen,
+                rule=Rule.WARMUP,
             )
         est = self.predict(trial)
         if est is None:
@@ -263,6 +315,7 @@ class DecisionCore:
                 f"fewer than {self.min_points} reports",
                 remaining_cost_s=remaining,
                 extra=seen,
+                rule=Rule.FEW_POINTS,
             )
         fields = dict(
             predicted_final=est.mean,
@@ -273,12 +326,18 @@ class DecisionCore:
             extra=seen,
         )
         if best is None:
-            return Decision(False, "no completed trial to compare with", **fields)
+            return Decision(
+                False, "no completed trial to compare with", rule=Rule.NO_INCUMBENT, **fields
+            )
         bar = best + self._sign * self.margin  # a little worse than the incumbent
         p = est.prob_better_than(bar)
         if p >= self.threshold:
             return Decision(
-                False, f"P(ends better than {bar:.4g}) = {p:.3f}", prob_better=p, **fields
+                False,
+                f"P(ends better than {bar:.4g}) = {p:.3f}",
+                prob_better=p,
+                rule=Rule.MAY_BEAT,
+                **fields,
             )
         peer_rank = self.peer_rank(trial, others)
         if peer_rank is not None and peer_rank >= self.peer_percentile / 100.0:
@@ -287,6 +346,7 @@ class DecisionCore:
                 f"P(ends better than {bar:.4g}) = {p:.3f}, but ahead of "
                 f"{100 * peer_rank:.0f}% of trials at the same fraction of their budgets",
                 prob_better=p,
+                rule=Rule.AHEAD_OF_PEERS,
                 **fields,
             )
         return Decision(
@@ -294,6 +354,7 @@ class DecisionCore:
             f"P(ends better than {bar:.4g}) = {p:.3f} < {self.threshold:g}; "
             f"predicted {est.mean:.4g} [{est.low:.4g}, {est.high:.4g}] at step {est.budget:g}",
             prob_better=p,
+            rule=Rule.UNLIKELY,
             **fields,
         )
 
@@ -351,16 +412,17 @@ def adapter_options(*, interval_steps: int, time_budget_s: float | None, **core_
     Returns the core's options, validated now (by building a core) rather than at the first
     report, so a bad option fails where it is written.
     """
-    if (
-        isinstance(interval_steps, bool)
-        or not isinstance(interval_steps, int)
-        or interval_steps < 1
-    ):
-        raise InvalidInputError(f"interval_steps must be an integer >= 1, got {interval_steps!r}")
-    if time_budget_s is not None and not time_budget_s > 0:
-        raise InvalidInputError(f"time_budget_s must be > 0 or None, got {time_budget_s!r}")
+    check_int("interval_steps", interval_steps, 1)
+    check_positive_seconds("time_budget_s", time_budget_s)
     DecisionCore(**core_options)
     return core_options
+
+
+def check_default_budget(default_budget_steps: object) -> float | None:
+    """``default_budget_steps`` of the adapters: ``None`` or an integer >= 1."""
+    if default_budget_steps is None:
+        return None
+    return float(check_int("default_budget_steps", default_budget_steps, 1))
 
 
 def should_judge(n_reports: int, value: float, interval_steps: int) -> bool:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import enum
 import math
-import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +11,9 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from ttp_search.errors import InvalidInputError
+from ttp_search._checks import check_int, check_positive_seconds, check_real, check_shape
+from ttp_search.budget.conversions import MAX_BUDGET_STEPS, steps_within
+from ttp_search.errors import InvalidInputError, MissingParameterError
 
 CostFn = Callable[[dict[str, Any]], "float | nn.Module"]
 #: params -> (steps, low, high) to reach the training target, e.g. from a LinearizedSDE.
@@ -19,6 +21,16 @@ StepsFn = Callable[[dict[str, Any]], "tuple[float, float, float]"]
 #: (params, budget steps) -> {"step": [...], "low": [...], "high": [...]}: the predicted
 #: curve of the configuration trained for that budget, for the pruner's band rule.
 BandFn = Callable[[dict[str, Any], int], "dict[str, list[float]]"]
+
+
+class Limit(str, enum.Enum):
+    """The limit that rules a configuration out (``TrialPlan.limit``)."""
+
+    COST = "cost"  # cost_fn priced it at inf seconds per step
+    TRIAL_TIME = "trial_time"  # over the per-trial time cap
+    STUDY_TIME = "study_time"  # over the study's remaining time, or the study's time is spent
+    MAX_STEPS = "max_steps"  # needs more steps than max_steps
+    TARGET = "target"  # predicted never to reach the training target
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,8 @@ class TrialPlan:
     target_steps: float | None = None
     target_low: float | None = None
     target_high: float | None = None
+    # Which limit made it infeasible (None when feasible).
+    limit: Limit | None = None
 
     @property
     def target_seconds(self) -> tuple[float, float, float] | None:
@@ -93,33 +107,33 @@ class BudgetPlanner:
     ) -> None:
         if steps_fn is not None and not callable(steps_fn):
             raise InvalidInputError(f"steps_fn must be callable or None, got {steps_fn!r}")
-        if not (isinstance(steps_margin, numbers.Real) and 0 <= steps_margin < 10):
-            raise InvalidInputError(f"steps_margin must be in [0, 10), got {steps_margin!r}")
-        self.steps_fn, self.steps_margin = steps_fn, float(steps_margin)
+        self.steps_fn = steps_fn
+        self.steps_margin = check_real(
+            "steps_margin", steps_margin, low=0.0, high=10.0, high_open=True
+        )
         if band_fn is not None and not callable(band_fn):
             raise InvalidInputError(f"band_fn must be callable or None, got {band_fn!r}")
         self.band_fn = band_fn
         self._steps_cache: dict[tuple, tuple[float, float, float]] = {}
         if not callable(cost_fn):
             raise InvalidInputError(f"cost_fn must be callable, got {cost_fn!r}")
-        if trial_budget_s is not None and not (
-            isinstance(trial_budget_s, numbers.Real) and trial_budget_s > 0
-        ):
-            raise InvalidInputError(f"trial_budget_s must be > 0 or None, got {trial_budget_s!r}")
+        trial_budget_s = check_positive_seconds("trial_budget_s", trial_budget_s)
         if trial_budget_s is None and max_steps is None and steps_fn is None:
             raise InvalidInputError("give trial_budget_s, max_steps or both to size budgets")
-        for name, value in (("max_steps", max_steps), ("min_steps", min_steps)):
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 1
-            ):
-                raise InvalidInputError(f"{name} must be an integer >= 1, got {value!r}")
+        if max_steps is not None:
+            max_steps = check_int("max_steps", max_steps, 1, MAX_BUDGET_STEPS)
+        min_steps = check_int("min_steps", min_steps, 1)
         if max_steps is not None and min_steps > max_steps:
             raise InvalidInputError(f"min_steps ({min_steps}) exceeds max_steps ({max_steps})")
+        if input_shape is not None:
+            input_shape = check_shape("input_shape", input_shape)
+        if batch_size is not None and not isinstance(batch_size, str):
+            batch_size = check_int("batch_size", batch_size, 1)
         self.cost_fn = cost_fn
         self.trial_budget_s = trial_budget_s
         self.max_steps = max_steps
         self.min_steps = min_steps
-        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self.input_shape = input_shape
         self.batch_size = batch_size
         self.optimizer = optimizer
         self._cost_model = cost_model
@@ -142,22 +156,46 @@ class BudgetPlanner:
         return self._cache[key]
 
     def _price(self, params: dict[str, Any]) -> tuple[float, float, float]:
-        out = self.cost_fn(dict(params))
+        try:
+            out = self.cost_fn(dict(params))
+        except KeyError as exc:
+            raise MissingParameterError(
+                f"cost_fn needs parameter {exc.args[0]!r}, which the configuration "
+                f"{dict(params)} does not have"
+            ) from exc
         if isinstance(out, nn.Module):
             if self.input_shape is None or self.batch_size is None:
                 raise InvalidInputError(
                     "cost_fn returned a model: give input_shape and batch_size to price it"
                 )
-            batch = params[self.batch_size] if isinstance(self.batch_size, str) else self.batch_size
-            pred = self.cost_model.predict(out, self.input_shape, int(batch), self.optimizer)
+            batch = self.batch_size
+            if isinstance(batch, str):
+                if batch not in params:
+                    raise MissingParameterError(
+                        f"batch_size names parameter {batch!r}, which the configuration "
+                        f"{dict(params)} does not have"
+                    )
+                batch = check_int(
+                    f"parameter {self.batch_size!r} (the batch size)", params[batch], 1
+                )
+            pred = self.cost_model.predict(out, self.input_shape, batch, self.optimizer)
             return pred.step_time_s, pred.low_s, pred.high_s
         if hasattr(out, "step_time_s"):
-            return out.step_time_s, out.low_s, out.high_s
-        if isinstance(out, bool) or not isinstance(out, numbers.Real) or not out > 0:
-            raise InvalidInputError(
-                f"cost_fn must return seconds per step > 0 or an nn.Module, got {out!r}"
+            out = (out.step_time_s, out.low_s, out.high_s)
+        else:
+            # inf is a price (this configuration cannot run: say, out of memory); NaN, zero
+            # or a negative time is a bug in cost_fn.
+            check_real(
+                "cost_fn's seconds per step",
+                out,
+                low=0.0,
+                low_open=True,
+                finite=False,
+                hint=" (return seconds per step, inf for a configuration that cannot run, "
+                "or an nn.Module)",
             )
-        return float(out), float(out), float(out)
+            out = (out, out, out)
+        return tuple(float(v) for v in out)
 
     def target_steps(self, params: dict[str, Any]) -> tuple[float, float, float]:
         """``steps_fn(params)``, cached (an SDE prediction costs milliseconds to seconds)."""
@@ -186,56 +224,79 @@ class BudgetPlanner:
         :func:`steps_scale`, :func:`step_time_scale`), so a systematic error of either model
         is not paid for by every trial.
         """
-        if not (isinstance(step_time_scale, numbers.Real) and 0 < step_time_scale < math.inf):
-            raise InvalidInputError(f"step_time_scale must be > 0, got {step_time_scale!r}")
+        check_real("step_time_scale", step_time_scale, low=0.0, low_open=True)
         step_s, low_s, high_s = (step_time_scale * v for v in self.step_cost(params))
+        if not math.isfinite(step_s):
+            return TrialPlan(
+                step_s,
+                low_s,
+                high_s,
+                0,
+                False,
+                "cost_fn priced it at inf seconds per step",
+                limit=Limit.COST,
+            )
+        if time_left_s is not None and time_left_s <= 0:
+            return TrialPlan(
+                step_s,
+                low_s,
+                high_s,
+                0,
+                False,
+                f"the study's time budget is spent ({-time_left_s:.3g} s over)",
+                limit=Limit.STUDY_TIME,
+            )
         if self.steps_fn is not None:
             return self._plan_to_target(params, step_s, low_s, high_s, time_left_s, steps_scale)
-        caps = []  # steps allowed by each limit
+        caps = {}  # steps allowed by each limit
         if self.trial_budget_s is not None:
-            caps.append(math.floor(self.trial_budget_s / step_s))
+            caps[Limit.TRIAL_TIME] = steps_within(self.trial_budget_s, step_s)
         if time_left_s is not None:
             # The study's end is a hard wall: size against the slow end of the interval, so
             # a trial started late still finishes instead of being stopped for time.
-            caps.append(math.floor(max(time_left_s, 0.0) / max(high_s, step_s)))
-        limits = [v for v in (self.trial_budget_s, time_left_s) if v is not None]
-        steps = min(caps) if caps else self.max_steps
+            caps[Limit.STUDY_TIME] = steps_within(time_left_s, max(high_s, step_s))
         if self.max_steps is not None:
-            steps = min(steps, self.max_steps)
+            caps[Limit.MAX_STEPS] = self.max_steps
+        limit = min(caps, key=caps.get)
+        steps = caps[limit]
         if steps >= self.min_steps:
             return TrialPlan(step_s, low_s, high_s, int(steps), True)
-        by_cap = time_left_s is None or (
-            self.trial_budget_s is not None and self.trial_budget_s <= time_left_s
-        )
-        what = "the per-trial cap" if by_cap else "the study's remaining time"
+        limit_s = self.trial_budget_s if limit == Limit.TRIAL_TIME else time_left_s
+        what = "the per-trial cap" if limit == Limit.TRIAL_TIME else "the study's remaining time"
         reason = (
             f"predicted {step_s:.3g} s/step: {self.min_steps} steps need "
-            f"{self.min_steps * step_s:.1f} s, over {what} ({max(min(limits), 0.0):.1f} s)"
+            f"{self.min_steps * step_s:.3g} s, over {what} ({limit_s:.3g} s)"
         )
-        return TrialPlan(step_s, low_s, high_s, int(steps), False, reason)
+        return TrialPlan(step_s, low_s, high_s, int(steps), False, reason, limit=limit)
 
     def _plan_to_target(self, params, step_s, low_s, high_s, time_left_s, scale) -> TrialPlan:
         need, need_low, need_high = (scale * v for v in self.target_steps(params))
         plan = dict(target_steps=need, target_low=need_low, target_high=need_high)
         if not math.isfinite(need):
             reason = "predicted never to reach the target"
-            return TrialPlan(step_s, low_s, high_s, 0, False, reason, **plan)
+            return TrialPlan(step_s, low_s, high_s, 0, False, reason, limit=Limit.TARGET, **plan)
         # (tolerance: 100 x 1.1 is 110 steps, not 111 from rounding)
         steps = max(self.min_steps, math.ceil(need * (1 + self.steps_margin) - 1e-9))
         if self.max_steps is not None and steps > self.max_steps:
             reason = f"needs {steps} steps to the target, over max_steps ({self.max_steps})"
-            return TrialPlan(step_s, low_s, high_s, steps, False, reason, **plan)
+            return TrialPlan(
+                step_s, low_s, high_s, steps, False, reason, limit=Limit.MAX_STEPS, **plan
+            )
         if self.trial_budget_s is not None and steps * step_s > self.trial_budget_s:
             reason = (
                 f"needs {steps} steps x {step_s:.3g} s = {steps * step_s:.1f} s to the target, "
                 f"over the per-trial cap ({self.trial_budget_s:.1f} s)"
             )
-            return TrialPlan(step_s, low_s, high_s, steps, False, reason, **plan)
+            return TrialPlan(
+                step_s, low_s, high_s, steps, False, reason, limit=Limit.TRIAL_TIME, **plan
+            )
         if time_left_s is not None:
-            steps = min(steps, math.floor(max(time_left_s, 0.0) / max(high_s, step_s)))
+            steps = min(steps, steps_within(time_left_s, max(high_s, step_s)))
             if steps < self.min_steps:
-                reason = f"the study's remaining time ({max(time_left_s, 0.0):.1f} s) is too short"
-                return TrialPlan(step_s, low_s, high_s, steps, False, reason, **plan)
+                reason = f"the study's remaining time ({time_left_s:.3g} s) is too short"
+                return TrialPlan(
+                    step_s, low_s, high_s, steps, False, reason, limit=Limit.STUDY_TIME, **plan
+                )
         return TrialPlan(step_s, low_s, high_s, int(steps), True, **plan)
 
 

@@ -4,17 +4,21 @@ and a wrapper that records why a trial failed."""
 from __future__ import annotations
 
 import functools
+import logging
 import math
+import numbers
 from collections.abc import Callable
 
 import optuna
 import torch
 
+from ttp_search._checks import check_int, check_real
 from ttp_search.budget import LinearDecayLR
-from ttp_search.budget.schedules import check_int
 from ttp_search.engine import SCHEDULES
 from ttp_search.errors import InvalidInputError
 from ttp_search.optuna import _storage as keys
+
+_logger = logging.getLogger("ttp_search")
 
 
 def set_budget(trial: optuna.Trial, steps: int, schedule: str | None = None) -> None:
@@ -33,22 +37,30 @@ def set_budget(trial: optuna.Trial, steps: int, schedule: str | None = None) -> 
 def get_budget(trial: optuna.Trial, default: int | None = None) -> int:
     """The trial's step budget: set by :func:`set_budget` or assigned by CostAwareSampler.
 
-    With a :class:`CostAwareSampler` the configuration is priced when this is first called
-    (after the objective's suggestions); a configuration predicted over the per-trial cap or
-    the study's remaining time raises :class:`optuna.TrialPruned` with the reason, so it
-    never runs. Without a budget, ``default`` is returned (and stored), or an error raised.
+    With a :class:`CostAwareSampler` the budget is for the parameters the trial has when
+    this is called (call it after the suggestions the cost depends on; a cost function that
+    needs a parameter not suggested yet raises :class:`~ttp_search.errors.MissingParameterError`).
+    The first call fixes the budget: later calls return the same number. A configuration
+    predicted over the per-trial cap or the study's remaining time raises
+    :class:`optuna.TrialPruned` with the reason, so it never runs; once the study's time
+    budget is spent, the study is also stopped (``study.stop()``) with a log line. Without a
+    budget, ``default`` is returned (and stored), or an error raised.
     """
     from ttp_search.optuna.sampler import CostAwareSampler
 
     sampler = trial.study.sampler
     attrs = trial.storage.get_trial_user_attrs(trial._trial_id)
-    if keys.BUDGET not in attrs and keys.INFEASIBLE not in attrs:
-        if isinstance(sampler, CostAwareSampler):
-            sampler.assign_budget(trial.study, trial._cached_frozen_trial, trial.params)
-            attrs = trial.storage.get_trial_user_attrs(trial._trial_id)
-    if keys.INFEASIBLE in attrs:
+    if isinstance(sampler, CostAwareSampler) and not attrs.get(keys.BUDGET_GIVEN):
+        # The trial's own cached copy, so its user_attrs show the plan at once.
+        sampler.assign_budget(trial.study, trial._cached_frozen_trial, trial.params)
+        attrs = trial.storage.get_trial_user_attrs(trial._trial_id)
+    if attrs.get(keys.STUDY_SPENT):
+        stop_study(trial.study, attrs[keys.STUDY_SPENT])
+    if attrs.get(keys.INFEASIBLE):
         raise optuna.TrialPruned(attrs[keys.INFEASIBLE])
-    if keys.BUDGET in attrs:
+    if attrs.get(keys.BUDGET) is not None:
+        if not attrs.get(keys.BUDGET_GIVEN):
+            trial.set_user_attr(keys.BUDGET_GIVEN, True)
         return int(attrs[keys.BUDGET])
     if default is None:
         raise InvalidInputError(
@@ -57,6 +69,19 @@ def get_budget(trial: optuna.Trial, default: int | None = None) -> int:
         )
     set_budget(trial, default)
     return check_int("default", default, 1)
+
+
+def stop_study(study: optuna.Study, why: str) -> None:
+    """Stop ``study.optimize`` after the running trials (its time budget is spent).
+
+    Outside ``optimize`` (ask-and-tell) there is no loop to stop: the caller sees the
+    pruned trial and its reason, and the log line says the budget is spent.
+    """
+    _logger.warning("ttp_search: stopping the study %r: %s", study.study_name, why)
+    try:
+        study.stop()
+    except RuntimeError:
+        pass  # not inside study.optimize
 
 
 def report(trial: optuna.Trial, value: float, step: int, elapsed_s: float | None = None) -> None:
@@ -74,8 +99,9 @@ def report(trial: optuna.Trial, value: float, step: int, elapsed_s: float | None
         )
     if elapsed_s is None:
         elapsed_s = keys.elapsed_since(trial.datetime_start) or 0.0
-    if not isinstance(elapsed_s, (int, float)) or not math.isfinite(elapsed_s) or elapsed_s < 0:
-        raise InvalidInputError(f"elapsed_s must be a finite number >= 0, got {elapsed_s!r}")
+    elapsed_s = check_real("elapsed_s", elapsed_s, low=0.0)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidInputError(f"value must be a number, got {value!r}")
     trial.report(float(value), step)
     clock = {"elapsed_s": float(elapsed_s), "step": step}
     previous = trial.user_attrs.get(keys.CLOCK)
@@ -128,7 +154,7 @@ def record_failures(objective: Callable[[optuna.Trial], float]) -> Callable[[opt
             raise
         values = value if isinstance(value, (list, tuple)) else [value]
         for v in values:
-            if isinstance(v, (int, float)) and math.isnan(v):
+            if isinstance(v, numbers.Real) and math.isnan(v):
                 trial.set_user_attr(keys.FAIL_REASON, "returned nan")
         return value
 

@@ -40,6 +40,9 @@ PREDICTED_CROSSING = PREFIX + "predicted_crossing_step"  # steps_fn model's, bef
 STEPS_SCALE = PREFIX + "steps_scale"  # measured / predicted ratio applied to this trial
 STEPS_RATIO = PREFIX + "steps_ratio"  # the study's measured / predicted ratio, unclipped
 TARGET_REACHED = PREFIX + "target_reached_step"  # first step the target was reached
+PRICED_PARAMS = PREFIX + "priced_params"  # the parameters the stored plan was made for
+BUDGET_GIVEN = PREFIX + "budget_given"  # get_budget handed out the budget: the plan is final
+STUDY_SPENT = PREFIX + "study_time_spent"  # why the sampler found the study's time spent
 
 
 def set_attr(study: optuna.Study, trial: FrozenTrial, key: str, value) -> None:
@@ -48,6 +51,12 @@ def set_attr(study: optuna.Study, trial: FrozenTrial, key: str, value) -> None:
     # Keep the caller's cached copy in step: inside a running Trial this object is the
     # cache its ``user_attrs`` reads from.
     trial.user_attrs[key] = value
+
+
+def fixed_params(trial: FrozenTrial) -> dict:
+    """The values ``study.enqueue_trial`` fixed for this trial (Optuna keeps them in the
+    system attribute ``fixed_params``, which it reads the same way in ``Trial``)."""
+    return dict(trial.system_attrs.get("fixed_params") or {})
 
 
 def now() -> datetime.datetime:

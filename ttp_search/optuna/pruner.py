@@ -8,8 +8,9 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from ttp_search.engine import Decision, DecisionCore, TrialCurve
-from ttp_search.engine.decision import adapter_options, should_judge
+from ttp_search.engine.decision import Rule, adapter_options, check_default_budget, should_judge
 from ttp_search.optuna import _storage as keys
+from ttp_search.optuna._helpers import stop_study
 
 
 class TTPPruner(BasePruner):
@@ -98,7 +99,7 @@ class TTPPruner(BasePruner):
         )
         self.interval_steps = interval_steps
         self.time_budget_s = time_budget_s
-        self.default_budget_steps = default_budget_steps
+        self.default_budget_steps = check_default_budget(default_budget_steps)
         self._finished: dict[tuple[int, int], TrialCurve] = {}
 
     def core(self, study: optuna.Study) -> DecisionCore:
@@ -131,7 +132,13 @@ class TTPPruner(BasePruner):
         keys.set_attr(study, trial, keys.DECISION, record)
         if decision.prune:
             keys.set_attr(study, trial, keys.PRUNE_REASON, decision.reason)
+        if decision.rule == Rule.STUDY_TIME and self._spent(study):
+            stop_study(study, decision.reason)
         return decision.prune
+
+    def _spent(self, study: optuna.Study) -> bool:
+        left = keys.study_time_left(study, self.time_budget_s)
+        return left is not None and left <= 0
 
     def _curve(self, study: optuna.Study, trial: FrozenTrial):
         """The core's view of another trial; a completed trial's is built once and kept
@@ -149,7 +156,7 @@ class TTPPruner(BasePruner):
 
     def _default_budget(self, curves) -> float | None:
         if self.default_budget_steps is not None:
-            return float(self.default_budget_steps)
+            return self.default_budget_steps
         # Without a budget of its own a trial is assumed to run as long as completed ones.
         done = [c.steps[-2] for c in curves if c.finished and c.steps.size > 1]
         return max(done) if done else None

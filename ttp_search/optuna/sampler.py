@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -20,17 +19,19 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import Matern, WhiteKernel
 
+from ttp_search._checks import check_int, check_positive_seconds, check_real
 from ttp_search.engine.planning import (
     BandFn,
     BudgetPlanner,
     CostFn,
+    Limit,
     StepsFn,
     TrialPlan,
     band_record,
     step_time_scale,
     steps_scale,
 )
-from ttp_search.errors import InvalidInputError
+from ttp_search.errors import InvalidInputError, MissingParameterError
 from ttp_search.optuna import _storage as keys
 from ttp_search.optuna._calibration import (
     similarity,
@@ -129,10 +130,7 @@ class CostAwareSampler(BaseSampler):
         step_time_calibration: bool = True,
         step_time_params: Sequence[str] | None = None,
     ) -> None:
-        if study_budget_s is not None and not (
-            isinstance(study_budget_s, numbers.Real) and study_budget_s > 0
-        ):
-            raise InvalidInputError(f"study_budget_s must be > 0 or None, got {study_budget_s!r}")
+        study_budget_s = check_positive_seconds("study_budget_s", study_budget_s)
         self.planner = BudgetPlanner(
             cost_fn,
             trial_budget_s=trial_budget_s,
@@ -146,20 +144,13 @@ class CostAwareSampler(BaseSampler):
             steps_margin=steps_margin,
             band_fn=band_fn,
         )
-        if isinstance(n_candidates, bool) or not isinstance(n_candidates, int) or n_candidates < 1:
-            raise InvalidInputError(f"n_candidates must be an integer >= 1, got {n_candidates!r}")
-        if (
-            isinstance(max_gp_points, bool)
-            or not isinstance(max_gp_points, int)
-            or max_gp_points < 2
-        ):
-            raise InvalidInputError(f"max_gp_points must be an integer >= 2, got {max_gp_points!r}")
+        n_candidates = check_int("n_candidates", n_candidates, 1)
+        n_startup_trials = check_int("n_startup_trials", n_startup_trials, 0)
+        max_gp_points = check_int("max_gp_points", max_gp_points, 2)
         self.max_gp_points = max_gp_points
-        if calibration_bandwidth is not None and not (
-            isinstance(calibration_bandwidth, numbers.Real) and calibration_bandwidth > 0
-        ):
-            raise InvalidInputError(
-                f"calibration_bandwidth must be > 0 or None, got {calibration_bandwidth!r}"
+        if calibration_bandwidth is not None:
+            calibration_bandwidth = check_real(
+                "calibration_bandwidth", calibration_bandwidth, low=0.0, low_open=True
             )
         self.calibration_bandwidth = calibration_bandwidth
         if isinstance(step_time_params, str) or not (
@@ -170,8 +161,7 @@ class CostAwareSampler(BaseSampler):
             )
         self.step_time_calibration = bool(step_time_calibration)
         self.step_time_params = None if step_time_params is None else tuple(step_time_params)
-        if not cost_exponent >= 0:
-            raise InvalidInputError(f"cost_exponent must be >= 0, got {cost_exponent!r}")
+        cost_exponent = check_real("cost_exponent", cost_exponent, low=0.0)
         self.base_sampler = base_sampler if base_sampler is not None else TPESampler(seed=seed)
         self.study_budget_s = study_budget_s
         self.search_space = dict(search_space) if search_space else None
@@ -282,11 +272,19 @@ class CostAwareSampler(BaseSampler):
     def _store(
         self, study, trial: FrozenTrial, params, plan: TrialPlan, note: str, pairs=None
     ) -> None:
-        """Record the plan on the trial; ``pairs``: the calibration pairs if already read."""
+        """Record the plan on the trial; ``pairs``: the calibration pairs if already read.
+
+        Nothing is written once :func:`get_budget` has handed the trial its budget: Optuna
+        samples relative parameters lazily, at the first suggestion, which can come after.
+        """
+        if trial.user_attrs.get(keys.BUDGET_GIVEN):
+            return
+        keys.set_attr(study, trial, keys.PRICED_PARAMS, _plain(params))
         keys.set_attr(study, trial, keys.PREDICTED_STEP, plan.step_s)
         model_s = self.planner.step_cost(params)[0]
         keys.set_attr(study, trial, keys.MODEL_STEP, model_s)
-        keys.set_attr(study, trial, keys.STEP_TIME_RATIO, plan.step_s / model_s)
+        if math.isfinite(model_s):
+            keys.set_attr(study, trial, keys.STEP_TIME_RATIO, plan.step_s / model_s)
         keys.set_attr(study, trial, keys.PREDICTED_STEP_LOW, plan.step_low_s)
         keys.set_attr(study, trial, keys.PREDICTED_STEP_HIGH, plan.step_high_s)
         keys.set_attr(study, trial, keys.SAMPLER_NOTE, note)
@@ -295,7 +293,11 @@ class CostAwareSampler(BaseSampler):
             keys.set_attr(study, trial, keys.TARGET_STEPS, target)
         if not plan.feasible:
             keys.set_attr(study, trial, keys.INFEASIBLE, plan.reason)
+            if trial.user_attrs.get(keys.BUDGET) is not None:
+                keys.set_attr(study, trial, keys.BUDGET, None)  # a stale proposal's budget
             return
+        if trial.user_attrs.get(keys.INFEASIBLE):
+            keys.set_attr(study, trial, keys.INFEASIBLE, None)  # a stale proposal's verdict
         keys.set_attr(study, trial, keys.BUDGET, plan.steps)
         keys.set_attr(study, trial, keys.PREDICTED_SECONDS, plan.seconds)
         keys.set_attr(study, trial, keys.PREDICTED_LOW, plan.seconds_low)
@@ -320,8 +322,32 @@ class CostAwareSampler(BaseSampler):
         keys.set_attr(study, trial, keys.BAND, band)
 
     def assign_budget(self, study, trial: FrozenTrial, params: dict[str, Any]) -> None:
-        """Price a configuration the objective has already suggested (define-by-run)."""
-        self._store(study, trial, params, self.plan(study, params), "priced after sampling")
+        """Make the trial's plan the one for ``params``, the parameters it actually has.
+
+        Called by :func:`get_budget`. The sampler's own plan is kept when it was made for
+        exactly these parameters; otherwise (no plan yet, an enqueued trial's fixed values,
+        an objective whose range is narrower than ``search_space``, or ``get_budget`` called
+        before some suggestions) ``params`` is priced now. A cost function that needs a
+        parameter the trial has not suggested yet raises :class:`MissingParameterError`.
+        """
+        priced = trial.user_attrs.get(keys.PRICED_PARAMS)
+        if priced is not None and priced == _plain(params):
+            return
+        left = keys.study_time_left(study, self.study_budget_s)
+        try:
+            plan = self.plan(study, params, left)
+        except MissingParameterError as exc:
+            raise MissingParameterError(
+                f"get_budget(trial) for trial {trial.number}: {exc}; suggest it before "
+                "calling get_budget"
+            ) from None
+        note = "priced after sampling"
+        if priced is not None:
+            changed = sorted(k for k in set(priced) | set(params) if priced.get(k) != params.get(k))
+            note += f": the trial's parameters differ from the proposal's in {changed}"
+        self._store(study, trial, params, plan, note)
+        if plan.limit == Limit.STUDY_TIME and left is not None and left <= 0:
+            keys.set_attr(study, trial, keys.STUDY_SPENT, plan.reason)
 
     # -- BaseSampler -----------------------------------------------------------------------
 
@@ -362,6 +388,10 @@ class CostAwareSampler(BaseSampler):
         else:
             chosen, plan, note = self._choose(study, search_space, proposals, done)
         self._store(study, trial, chosen, plan, note, pairs)
+        if not proposals and plan.limit == Limit.STUDY_TIME:
+            # Not one of 4 x n_candidates proposals fits in what is left: the study's time
+            # is spent for any configuration this space is likely to give.
+            keys.set_attr(study, trial, keys.STUDY_SPENT, note)
         return chosen
 
     def sample_independent(self, study, trial, param_name, param_distribution) -> Any:
@@ -380,13 +410,16 @@ class CostAwareSampler(BaseSampler):
     # -- internals -------------------------------------------------------------------------
 
     def _propose(self, study, trial, search_space) -> dict[str, Any]:
-        """One full configuration from the base sampler (its joint part, then the rest)."""
+        """One full configuration from the base sampler (its joint part, then the rest),
+        with an enqueued trial's fixed values in place of the sampled ones: those are the
+        values the trial will run with."""
         base_space = self.base_sampler.infer_relative_search_space(study, trial)
         base_space = {k: d for k, d in base_space.items() if k in search_space}
         params = self.base_sampler.sample_relative(study, trial, base_space) if base_space else {}
         for name, dist in search_space.items():
             if name not in params:
                 params[name] = self.base_sampler.sample_independent(study, trial, name, dist)
+        params.update(keys.fixed_params(trial))
         return params
 
     @staticmethod
@@ -442,6 +475,11 @@ class CostAwareSampler(BaseSampler):
                 f"EI {ei[i]:.3g}, {seconds[i]:.1f} s (cost rank {cost_rank} of {len(proposals)})"
             ),
         )
+
+
+def _plain(params: dict[str, Any]) -> dict[str, Any]:
+    """Parameters as storage gives them back (JSON scalars), so a stored copy compares equal."""
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
 
 
 def _encode(params: dict[str, Any], space: dict[str, BaseDistribution]) -> list[float]:

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import math
+import numbers
 import pickle
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from ttp_search.engine import Decision, DecisionCore
-from ttp_search.engine.decision import TrialCurve, adapter_options, should_judge
+from ttp_search.engine.decision import (
+    TrialCurve,
+    adapter_options,
+    check_default_budget,
+    should_judge,
+)
 from ttp_search.engine.planning import band_arrays
 from ttp_search.errors import InvalidInputError
 
@@ -53,6 +60,17 @@ class _TrialState:
             predicted_final=self.prediction,
             band=self.band,
         )
+
+
+def _budget(value: object, where: str) -> float | None:
+    """A step budget read from a config or result: ``None`` or a number >= 1."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 1:
+        raise InvalidInputError(f"{where} must be a step budget (a number >= 1), got {value!r}")
+    if not math.isfinite(value):
+        raise InvalidInputError(f"{where} must be a finite step budget, got {value!r}")
+    return float(value)
 
 
 class TTPScheduler(FIFOScheduler):
@@ -126,7 +144,7 @@ class TTPScheduler(FIFOScheduler):
         self.time_attr = time_attr
         self.interval_steps = interval_steps
         self.time_budget_s = time_budget_s
-        self.default_budget_steps = default_budget_steps
+        self.default_budget_steps = check_default_budget(default_budget_steps)
         self._trials: dict[str, _TrialState] = {}
         self._started_at: float | None = None
         self.decisions: dict[str, Decision] = {}
@@ -159,8 +177,9 @@ class TTPScheduler(FIFOScheduler):
         if self._started_at is None:
             self._started_at = time.time()
         config = getattr(trial, "config", {}) or {}
+        budget = _budget(config.get(BUDGET_KEY), f"config[{BUDGET_KEY!r}]")
         state = _TrialState(
-            budget=config.get(BUDGET_KEY, self.default_budget_steps),
+            budget=self.default_budget_steps if budget is None else budget,
             schedule=config.get(SCHEDULE_KEY, "constant"),
             predicted_step_s=config.get(PREDICTED_STEP_KEY),
             band=band_arrays(config.get(BAND_KEY)),
@@ -169,7 +188,16 @@ class TTPScheduler(FIFOScheduler):
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         core = self._core()
-        if self._metric not in result:
+        value = result.get(self._metric)
+        if value is None or isinstance(value, bool) or not isinstance(value, numbers.Real):
+            # No usable metric in this result (missing, None, text): ignored, as Ray's own
+            # schedulers ignore results without the metric; the trial's curve is untouched.
+            if value is not None:
+                warnings.warn(
+                    f"TTPScheduler ignores results whose {self._metric!r} is not a number "
+                    f"(got {type(value).__name__})",
+                    stacklevel=2,
+                )
             return TrialScheduler.CONTINUE
         state = self._trials.get(trial.trial_id)
         if state is None:
@@ -183,14 +211,17 @@ class TTPScheduler(FIFOScheduler):
             )
         if state.steps and step <= state.steps[-1]:
             return TrialScheduler.CONTINUE  # a repeated or out-of-order result: nothing new
+        if isinstance(step, bool) or not isinstance(step, numbers.Real) or math.isnan(step):
+            raise InvalidInputError(f"result's step must be a number, got {step!r}")
+        budget = _budget(result.get(BUDGET_KEY), f"result[{BUDGET_KEY!r}]")
         state.steps.append(float(step))
-        state.values.append(float(result[self._metric]))
+        state.values.append(float(value))
         elapsed = result.get("time_total_s")
         if elapsed is not None and state.elapsed_s is not None and len(state.steps) > 1:
             state.recent_step_s = (elapsed - state.elapsed_s) / (state.steps[-1] - state.steps[-2])
         state.elapsed_s = elapsed if elapsed is not None else state.elapsed_s
-        if result.get(BUDGET_KEY):
-            state.budget = float(result[BUDGET_KEY])
+        if budget is not None:
+            state.budget = budget
         state.schedule = result.get(SCHEDULE_KEY, state.schedule)
         value = state.values[-1]
         if not should_judge(len(state.steps), value, self.interval_steps):
@@ -262,6 +293,7 @@ class TTPScheduler(FIFOScheduler):
             "metric": self._metric,
             "mode": self._mode,
             "time_budget_s": self.time_budget_s,
+            "decisions": self.decisions,
         }
         with open(checkpoint_path, "wb") as fh:
             pickle.dump(state, fh)
@@ -270,6 +302,7 @@ class TTPScheduler(FIFOScheduler):
         with open(checkpoint_path, "rb") as fh:
             state = pickle.load(fh)
         self._trials = state["trials"]
+        self.decisions = dict(state.get("decisions", {}))
         self._metric = self._metric or state["metric"]
         self._mode = self._mode or state["mode"]
         self.time_budget_s = self.time_budget_s or state["time_budget_s"]

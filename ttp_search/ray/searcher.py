@@ -9,6 +9,7 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
+from ttp_search._checks import check_int, check_positive_seconds
 from ttp_search.engine import BudgetPlanner
 from ttp_search.engine.planning import BandFn, CostFn, StepsFn, band_record
 from ttp_search.errors import InvalidInputError
@@ -82,8 +83,8 @@ class CostAwareSearcher(Searcher):
             steps_margin=steps_margin,
             band_fn=band_fn,
         )
-        self.time_budget_s = time_budget_s
-        self.max_retries = max_retries
+        self.time_budget_s = check_positive_seconds("time_budget_s", time_budget_s)
+        self.max_retries = check_int("max_retries", max_retries, 0)
         self._started_at: float | None = None
         self._base_id: dict[str, str] = {}  # Ray's trial id -> the id the wrapped searcher saw
         self.rejected: list[tuple[dict, str]] = []  # (config, why) never run
@@ -153,7 +154,17 @@ class CostAwareSearcher(Searcher):
             self.set_state(pickle.load(fh))
 
     def get_state(self) -> dict[str, Any]:
-        return {"base_id": dict(self._base_id), "rejected": list(self.rejected)}
+        elapsed = None if self._started_at is None else time.time() - self._started_at
+        return {
+            "base_id": dict(self._base_id),
+            "rejected": list(self.rejected),
+            "elapsed_before_save": elapsed,
+            "time_budget_s": self.time_budget_s,
+        }
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._base_id, self.rejected = dict(state["base_id"]), list(state["rejected"])
+        self.time_budget_s = self.time_budget_s or state.get("time_budget_s")
+        elapsed = state.get("elapsed_before_save")
+        # The experiment's clock goes on from where it stopped, as TTPScheduler's does.
+        self._started_at = None if elapsed is None else time.time() - elapsed

@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from ray import tune
 
+from ttp_search._checks import check_int
 from ttp_search.budget import LinearDecayLR
-from ttp_search.budget.schedules import check_int
 from ttp_search.errors import InvalidInputError
 from ttp_search.ray.scheduler import BUDGET_KEY, SCHEDULE_KEY, STEP_KEY
 
