@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import sys
 import warnings
-from typing import Annotated
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, NoReturn
 
+import numpy as np
 import torch
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from ttp_search.errors import CalibrationNotFoundError, TTPSearchError
+from ttp_search.errors import CalibrationNotFoundError, InvalidInputError, TTPSearchError
 
 app = typer.Typer(
     help="Training-time-aware search: predict and measure the cost of training.",
@@ -42,32 +47,109 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="device to calibrate/predict for")]
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
+
+
+def _typed_errors(command: Callable) -> Callable:
+    """Turn the library's typed errors into one line on stderr and exit status 2.
+
+    Commands raise :class:`TTPSearchError` for anything the user can fix; nothing else is
+    caught, so a bug still shows its traceback.
+    """
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except CalibrationNotFoundError as exc:
+            _fail(f"{exc}\n  e.g. `ttp time calibrate --budget-s 240`")
+        except TTPSearchError as exc:
+            _fail(str(exc))
+
+    return run
 
 
 def _kwargs(text: str) -> dict:
     try:
         value = json.loads(text) if text else {}
     except json.JSONDecodeError as exc:
-        _fail(f"--model-kwargs {text!r} is not valid JSON: {exc}")
+        raise InvalidInputError(f"--model-kwargs {text!r} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
-        _fail(f"--model-kwargs must be a JSON object, got {text!r}")
+        raise InvalidInputError(f"--model-kwargs must be a JSON object, got {text!r}")
     return value
+
+
+def _device(text: str) -> torch.device:
+    """``--device``, checked against what this machine has."""
+    try:
+        device = torch.device(text)
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidInputError(f"--device {text!r} is not a torch device: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError(f"--device {text!r}: torch sees no CUDA device on this machine")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise InvalidInputError(
+            f"--device {text!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidInputError(f"--device {text!r}: MPS is not available on this machine")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise InvalidInputError(f"--device {text!r}: ttp_search times cpu, cuda and mps devices")
+    return device
+
+
+def _load_weights(net: torch.nn.Module, path: str) -> None:
+    if not Path(path).is_file():
+        raise InvalidInputError(f"--weights {path!r} is not a file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and torch errors alike: not a torch file
+        raise InvalidInputError(
+            f"--weights {path!r} is not a torch state_dict file (torch.load raised "
+            f"{type(exc).__name__})"
+        ) from None
+    if not isinstance(state, dict):
+        raise InvalidInputError(
+            f"--weights {path!r} holds a {type(state).__name__}, not a state_dict"
+        )
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise InvalidInputError(f"--weights {path!r} do not fit the model: {exc}") from None
+
+
+def _json_safe(value):
+    """Non-finite floats as ``null`` (JSON has no Infinity or NaN)."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _print_json(payload: dict) -> None:
+    sys.stdout.write(json.dumps(_json_safe(payload), allow_nan=False, default=float) + "\n")
 
 
 def _build(model: str, input_shape: str, batch_size: int, model_kwargs: str, device: str):
     from ttp_search.model_specs import load_model, parse_input_shape
 
     if batch_size <= 0:
-        _fail(f"--batch-size must be a positive integer, got {batch_size}")
+        raise InvalidInputError(f"--batch-size must be a positive integer, got {batch_size}")
     shape = parse_input_shape(input_shape)
-    net = load_model(model, _kwargs(model_kwargs)).to(device)
+    target = _device(device)
+    net = load_model(model, _kwargs(model_kwargs)).to(target)
     return net, shape
 
 
 @time_app.command("calibrate")
+@_typed_errors
 def time_calibrate(
     budget_s: Annotated[
         float, typer.Option("--budget-s", help="seconds to spend measuring")
@@ -78,15 +160,22 @@ def time_calibrate(
 ) -> None:
     """Time random layers, networks and optimizer updates on this device and cache the fit."""
     from ttp_search.cost import LayerTimeModel, calibration_path, device_fingerprint
+    from ttp_search.errors import CalibrationError
 
-    try:
-        path = calibration_path(device_fingerprint(device))
-        if path.exists() and not force:
+    path = calibration_path(device_fingerprint(_device(device)))
+    if path.exists() and not force:
+        try:
+            LayerTimeModel.load(path, device=device)
+        except CalibrationError as exc:
+            err_console.print(
+                f"[yellow]warning:[/] the cached calibration cannot be used ({exc}); "
+                "calibrating anew",
+                highlight=False,
+            )
+        else:
             console.print(f"calibration already cached at {path} (use --force to redo it)")
             return
-        model = LayerTimeModel.calibrate(budget_s, device=device, seed=seed, progress=True)
-    except TTPSearchError as exc:
-        _fail(str(exc))
+    model = LayerTimeModel.calibrate(budget_s, device=device, seed=seed, progress=True)
     summary = model.data.summary()
     console.print(
         f"calibrated in {summary['elapsed_s']:.0f} s: {summary['op_samples']} op timings "
@@ -96,6 +185,7 @@ def time_calibrate(
 
 
 @time_app.command("predict")
+@_typed_errors
 def time_predict(
     model: ModelArg,
     input_shape: InputOpt,
@@ -109,16 +199,11 @@ def time_predict(
     """Predict seconds per training step without running the model."""
     from ttp_search.cost import LayerTimeModel, UnsupportedOpWarning
 
-    try:
-        net, shape = _build(model, input_shape, batch_size, model_kwargs, device)
-        ltm = LayerTimeModel.load(device=device)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UnsupportedOpWarning)
-            pred = ltm.predict(net, shape, batch_size, optimizer)
-    except CalibrationNotFoundError as exc:
-        _fail(f"{exc}\n  e.g. `ttp time calibrate --budget-s 240`")
-    except TTPSearchError as exc:
-        _fail(str(exc))
+    net, shape = _build(model, input_shape, batch_size, model_kwargs, device)
+    ltm = LayerTimeModel.load(device=device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnsupportedOpWarning)
+        pred = ltm.predict(net, shape, batch_size, optimizer)
     if pred.unsupported:
         err_console.print(
             f"[yellow]warning:[/] priced by the generic FLOPs/bytes fallback: "
@@ -128,7 +213,7 @@ def time_predict(
     if as_json:
         out = pred.to_dict()
         out["model"] = model
-        sys.stdout.write(json.dumps(out, default=float) + "\n")
+        _print_json(out)
         return
     table = Table(title=f"{model}  batch {batch_size}  input {input_shape}  {pred.optimizer}")
     for col in ("layer", "type", "ops", "GFLOP", "fwd ms", "bwd ms", "total ms", "share"):
@@ -153,6 +238,7 @@ def time_predict(
 
 
 @time_app.command("measure")
+@_typed_errors
 def time_measure(
     model: ModelArg,
     input_shape: InputOpt,
@@ -167,17 +253,17 @@ def time_measure(
     """Run real training steps and report their median time (ground truth)."""
     from ttp_search.cost import measure_step_time
 
+    if repeats < 1 or warmup < 0:
+        raise InvalidInputError(
+            f"--repeats must be >= 1 and --warmup >= 0, got {repeats} and {warmup}"
+        )
+    net, shape = _build(model, input_shape, batch_size, model_kwargs, device)
     try:
-        net, shape = _build(model, input_shape, batch_size, model_kwargs, device)
-        if repeats < 1 or warmup < 0:
-            _fail(f"--repeats must be >= 1 and --warmup >= 0, got {repeats} and {warmup}")
         result = measure_step_time(
             net, shape, batch_size, optimizer, warmup=warmup, repeats=repeats, max_total_s=None
         )
-    except TTPSearchError as exc:
-        _fail(str(exc))
-    except RuntimeError as exc:
-        _fail(f"{model} failed a training step: {exc}")
+    except RuntimeError as exc:  # the model's own error, e.g. out of memory
+        raise InvalidInputError(f"{model} failed a training step: {exc}") from None
     if as_json:
         payload = {
             "model": model,
@@ -189,7 +275,7 @@ def time_measure(
             "batch_size": result.batch_size,
             "input_shape": list(result.input_shape),
         }
-        sys.stdout.write(json.dumps(payload) + "\n")
+        _print_json(payload)
         return
     console.print(
         f"measured step time: [bold]{result.step_time_s * 1e3:.2f} ms[/] (median of "
@@ -198,6 +284,7 @@ def time_measure(
 
 
 @steps_app.command("predict")
+@_typed_errors
 def steps_predict(
     model: ModelArg,
     data: Annotated[str, typer.Option("--data", help="digits | mnist1d (bundled)")] = "digits",
@@ -224,36 +311,31 @@ def steps_predict(
     from ttp_search.model_specs import load_model
 
     if data not in ("digits", "mnist1d"):
-        _fail(f"--data must be digits or mnist1d, got {data!r}")
+        raise InvalidInputError(f"--data must be digits or mnist1d, got {data!r}")
     if loss not in ("ce", "mse"):
-        _fail(f"--loss must be ce or mse, got {loss!r}")
-    try:  # the cheap checks first: the Jacobian takes seconds
-        check_hyperparameters(lr, batch_size, momentum, weight_decay, steps)
-        schedule_factors(schedule, 1)
-    except TTPSearchError as exc:
-        _fail(str(exc))
+        raise InvalidInputError(f"--loss must be ce or mse, got {loss!r}")
+    # The cheap checks first: the Jacobian takes seconds.
+    check_hyperparameters(lr, batch_size, momentum, weight_decay, steps)
+    schedule_factors(schedule, 1)
+    net = load_model(model, _kwargs(model_kwargs))
+    if weights:
+        _load_weights(net, weights)
+    x, y, _, _ = digits() if data == "digits" else mnist1d()
+    if loss == "mse":
+        y = torch.nn.functional.one_hot(y, int(y.max()) + 1).float()
     try:
-        net = load_model(model, _kwargs(model_kwargs))
-        if weights:
-            try:
-                net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-            except (OSError, RuntimeError) as exc:
-                _fail(f"--weights {weights!r} could not be loaded: {exc}")
-        x, y, _, _ = digits() if data == "digits" else mnist1d()
-        if loss == "mse":
-            y = torch.nn.functional.one_hot(y, int(y.max()) + 1).float()
         sde = LinearizedSDE(net.float(), x, y, loss=loss, num_samples=num_samples)
-        hp = dict(lr=lr, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay)
-        curve = sde.predict_curve(**hp, steps=steps, schedule=schedule, points=11)
-        estimates = {}
-        if target_loss is not None:
-            estimates["loss"] = sde.steps_to_loss(target_loss, **hp, schedule=schedule)
-        if target_accuracy is not None:
-            estimates["accuracy"] = sde.steps_to_accuracy(target_accuracy, **hp, schedule=schedule)
-    except TTPSearchError as exc:
-        _fail(str(exc))
     except RuntimeError as exc:  # the model cannot take this data set's inputs
-        _fail(f"{model} cannot run on {data} inputs {tuple(x.shape[1:])}: {exc}")
+        raise InvalidInputError(
+            f"{model} cannot run on {data} inputs {tuple(x.shape[1:])}: {exc}"
+        ) from None
+    hp = dict(lr=lr, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay)
+    curve = sde.predict_curve(**hp, steps=steps, schedule=schedule, points=11)
+    estimates = {}
+    if target_loss is not None:
+        estimates["loss"] = sde.steps_to_loss(target_loss, **hp, schedule=schedule)
+    if target_accuracy is not None:
+        estimates["accuracy"] = sde.steps_to_accuracy(target_accuracy, **hp, schedule=schedule)
     if as_json:
         out = {
             "model": model,
@@ -261,12 +343,20 @@ def steps_predict(
             "loss": loss,
             "weight_decay_mode": curve.attrs["weight_decay"],
             "curve": curve.to_dict(orient="list"),
+            # steps, low and high are null where the target is never reached ("reached"
+            # false): JSON has no Infinity.
             "steps_to": {
-                k: {"target": e.target, "steps": e.steps, "low": e.low, "high": e.high}
+                k: {
+                    "target": e.target,
+                    "reached": math.isfinite(e.steps),
+                    "steps": e.steps,
+                    "low": e.low,
+                    "high": e.high,
+                }
                 for k, e in estimates.items()
             },
         }
-        sys.stdout.write(json.dumps(out, default=float) + "\n")
+        _print_json(out)
         return
     table = Table(title=f"{model} on {data}: lr {lr:g}, batch {batch_size}, {schedule}")
     for col in ("step", "loss", "80% band", "accuracy"):

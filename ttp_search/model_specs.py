@@ -48,6 +48,13 @@ def load_model(spec: str, model_kwargs: dict | None = None) -> nn.Module:
             close = difflib.get_close_matches(name, names, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise ModelSpecError(f"unknown torchvision classification model {name!r}{hint}")
+        downloads = [k for k in ("weights", "weights_backbone", "pretrained") if kwargs.get(k)]
+        if downloads:
+            raise ModelSpecError(
+                f"model kwargs {', '.join(f'{k}={kwargs[k]!r}' for k in downloads)} would "
+                "download weights, which ttp_search never does: build the model with random "
+                "weights and load a state_dict you have (--weights FILE)"
+            )
         kwargs.setdefault("weights", None)
         try:
             model = torchvision.models.get_model(name, **kwargs)

@@ -9,6 +9,7 @@ but no memory is touched and no FLOP is spent. A ``TorchDispatchMode`` records e
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -168,6 +169,34 @@ def _fused_attention(device: torch.device):
             nn.functional.scaled_dot_product_attention = original
 
 
+class _ThreadsTracing(logging.Filter):
+    """Drops the fake-tensor module's log records of the threads inside a trace."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: set[int] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return threading.get_ident() not in self.threads
+
+
+_TRACING = _ThreadsTracing()
+logging.getLogger("torch._subclasses.fake_tensor").addFilter(_TRACING)
+
+
+@contextlib.contextmanager
+def _quiet_fake_tensor_log():
+    # A model that cannot take the input shape fails inside FakeTensorMode, which logs the
+    # whole traceback (some 90 lines) before raising; the error is re-raised as one typed
+    # line, so the log is dropped, for this thread only.
+    me = threading.get_ident()
+    _TRACING.threads.add(me)
+    try:
+        yield
+    finally:
+        _TRACING.threads.discard(me)
+
+
 def _run_step(model, params, buffers, x, trainable, tracker, recorder) -> None:
     with tracker, recorder:
         loss = training_loss(functional_call(model, {**params, **buffers}, (x,)))
@@ -216,7 +245,7 @@ def trace_training_step(model: nn.Module, input_shape: Sequence[int], batch_size
                 for n, p in model.named_parameters()
             }
             buffers = {n: fake_mode.from_tensor(b) for n, b in model.named_buffers()}
-            with fake_mode:
+            with fake_mode, _quiet_fake_tensor_log():
                 x = torch.empty(batch_size, *shape, device=device)
                 _run_step(model, params, buffers, x, trainable, recorder.tracker, recorder)
     except InvalidInputError:
