@@ -108,7 +108,7 @@ def test_a_trial_that_cannot_finish_in_the_time_left_is_pruned():
     k = np.arange(1, 11, dtype=float)
     trial = TrialCurve(k, _loss(k, 0.1), budget_steps=1000, elapsed_s=1.0)  # 0.1 s per step
     decision = core.decide(trial, [], time_left_s=50.0)
-    assert decision.prune and "needs 99.0 s, 50.0 s left" in decision.reason
+    assert decision.prune and "needs 99 s, 50 s left" in decision.reason
     assert not core.decide(trial, [], time_left_s=200.0).prune
 
 

@@ -11,19 +11,17 @@ from __future__ import annotations
 import math
 import re
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
 import torch
+from _edge_cases import EDGE_CASES
+from _reliability import Case, cli_error
 from torch import nn
-from typer.testing import CliRunner
 
 from ttp_search.budget import LinearDecayLR, steps_for_budget, steps_for_fraction
-from ttp_search.cli import app
 from ttp_search.cost import LayerTimeModel
 from ttp_search.curves import epoch_means, extrapolate, lcga, linear_decay_schedule, rank, tse
 from ttp_search.data import digits, load_curves, mnist1d
@@ -41,26 +39,6 @@ from ttp_search.optuna import (
 )
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "RELIABILITY.md"
-runner = CliRunner()
-
-
-@dataclass
-class Case:
-    """One row: ``call`` either raises ``error`` matching ``names`` or passes ``safe``."""
-
-    id: str
-    target: str
-    bad_input: str
-    call: Callable[[], object]
-    error: type[BaseException] | None = None
-    names: str = ""
-    safe: str = ""  # what happens instead of an error, checked by ``call`` itself
-
-    @property
-    def outcome(self) -> str:
-        if self.error is not None:
-            return f"`{self.error.__name__}` naming `{self.names}`"
-        return self.safe
 
 
 def _sgd():
@@ -76,12 +54,6 @@ def _sde(**kw):
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
     x, y = kw.pop("x", torch.randn(16, 4)), kw.pop("y", torch.randint(0, 3, (16,)))
     return LinearizedSDE(model, x, y, num_samples=16, projection_dim=64, **kw)
-
-
-def _cli(*args: str):
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 2, result.output
-    raise InvalidInputError(result.output)  # the message is checked like any other
 
 
 def _pruned_with_reason(value: float) -> None:
@@ -745,7 +717,7 @@ CASES = [
         "cli-model",
         "ttp time predict",
         "unknown torchvision model",
-        lambda: _cli(
+        lambda: cli_error(
             "time", "predict", "torchvision:resnet1800", "--input", "3x32x32", "--batch-size", "4"
         ),
         InvalidInputError,
@@ -755,7 +727,7 @@ CASES = [
         "cli-input",
         "ttp time predict",
         "input shape '3by32'",
-        lambda: _cli(
+        lambda: cli_error(
             "time", "predict", "torchvision:resnet18", "--input", "3by32", "--batch-size", "4"
         ),
         InvalidInputError,
@@ -765,7 +737,7 @@ CASES = [
         "cli-batch",
         "ttp time measure",
         "--batch-size 0",
-        lambda: _cli(
+        lambda: cli_error(
             "time", "measure", "torchvision:resnet18", "--input", "3x32x32", "--batch-size", "0"
         ),
         InvalidInputError,
@@ -775,7 +747,7 @@ CASES = [
         "cli-kwargs",
         "ttp time predict",
         "--model-kwargs '{oops'",
-        lambda: _cli(
+        lambda: cli_error(
             "time",
             "predict",
             "torchvision:resnet18",
@@ -792,16 +764,18 @@ CASES = [
     Case(
         "cli-calibrate-budget",
         "ttp time calibrate",
-        "--budget 0",
-        lambda: _cli("time", "calibrate", "--budget", "0"),
+        "--budget-s 0",
+        lambda: cli_error("time", "calibrate", "--budget-s", "0"),
         InvalidInputError,
-        "--budget",
+        "budget_s",
     ),
     Case(
         "cli-steps-data",
         "ttp steps predict",
         "--data cifar",
-        lambda: _cli("steps", "predict", "torchvision:resnet18", "--lr", "0.1", "--data", "cifar"),
+        lambda: cli_error(
+            "steps", "predict", "torchvision:resnet18", "--lr", "0.1", "--data", "cifar"
+        ),
         InvalidInputError,
         "cifar",
     ),
@@ -809,7 +783,7 @@ CASES = [
         "cli-steps-lr",
         "ttp steps predict",
         "--lr 0",
-        lambda: _cli("steps", "predict", "torchvision:resnet18", "--lr", "0"),
+        lambda: cli_error("steps", "predict", "torchvision:resnet18", "--lr", "0"),
         InvalidInputError,
         "lr must be",
     ),
@@ -817,21 +791,23 @@ CASES = [
         "cli-steps-model",
         "ttp steps predict",
         "factory file that does not exist",
-        lambda: _cli("steps", "predict", "missing.py:make", "--lr", "0.1"),
+        lambda: cli_error("steps", "predict", "missing.py:make", "--lr", "0.1"),
         InvalidInputError,
         "missing.py",
     ),
 ]
+CASES += EDGE_CASES
 _ = ModelSpecError  # raised inside the CLI cases, reported there as exit code 2
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input(case: Case):
+def test_bad_input(case: Case, request):
+    args = [request.getfixturevalue(case.fixture)] if case.fixture else []
     if case.error is None:
-        case.call()
+        case.call(*args)
         return
     with pytest.raises(case.error) as info:
-        case.call()
+        case.call(*args)
     assert case.names.lower() in str(info.value).lower(), str(info.value)
 
 

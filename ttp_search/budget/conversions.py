@@ -21,27 +21,28 @@ def _positive(name: str, value: object) -> float:
 
 
 def steps_within(time_s: float, step_time_s: float) -> int:
-    """Whole steps of ``step_time_s`` that fit in ``time_s`` (both > 0, ``time_s`` may be
-    ``inf`` only if the caller has checked it), at most :data:`MAX_BUDGET_STEPS`.
-
-    Raises :class:`InvalidInputError` naming the step time when the count would exceed that
-    bound (the quotient overflows to inf for a step of 1e-320 s).
-    """
+    """Whole steps of ``step_time_s`` that fit in ``time_s`` (both > 0), saturating at
+    :data:`MAX_BUDGET_STEPS` (the quotient would overflow to inf for a step of 1e-320 s)."""
     # A hair of tolerance so 10 s / 0.1 s is 100 steps, not 99 from rounding.
     steps = time_s / step_time_s * (1 + 1e-12)
-    if not steps <= MAX_BUDGET_STEPS:
+    return MAX_BUDGET_STEPS if not steps < MAX_BUDGET_STEPS else math.floor(steps)
+
+
+def check_budget_steps(steps: int, step_time_s: float) -> int:
+    """Refuse a budget that saturated :func:`steps_within`: its step time is not real."""
+    if steps >= MAX_BUDGET_STEPS:
         raise InvalidInputError(
-            f"step_time_s {step_time_s!r} is too small to be a step time: {time_s:g} s would "
-            f"hold {steps:.3g} steps (more than 2**53)"
+            f"step_time_s {step_time_s!r} is too small to be a step time: the budget would "
+            "hold more than 2**53 steps"
         )
-    return math.floor(steps)
+    return steps
 
 
 def steps_for_budget(time_budget_s: float, step_time_s: float) -> int:
     """Whole steps that fit in ``time_budget_s`` at ``step_time_s`` per step (at least 0)."""
     budget = _positive("time_budget_s", time_budget_s)
     step = _positive("step_time_s", step_time_s)
-    return steps_within(budget, step)
+    return check_budget_steps(steps_within(budget, step), step)
 
 
 def steps_for_fraction(fraction: float, reference_steps: int) -> int:

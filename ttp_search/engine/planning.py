@@ -12,7 +12,7 @@ import numpy as np
 from torch import nn
 
 from ttp_search._checks import check_int, check_positive_seconds, check_real, check_shape
-from ttp_search.budget.conversions import MAX_BUDGET_STEPS, steps_within
+from ttp_search.budget.conversions import MAX_BUDGET_STEPS, check_budget_steps, steps_within
 from ttp_search.errors import InvalidInputError, MissingParameterError
 
 CostFn = Callable[[dict[str, Any]], "float | nn.Module"]
@@ -121,7 +121,7 @@ class BudgetPlanner:
         if trial_budget_s is None and max_steps is None and steps_fn is None:
             raise InvalidInputError("give trial_budget_s, max_steps or both to size budgets")
         if max_steps is not None:
-            max_steps = check_int("max_steps", max_steps, 1, MAX_BUDGET_STEPS)
+            max_steps = check_int("max_steps", max_steps, 1, MAX_BUDGET_STEPS - 1)
         min_steps = check_int("min_steps", min_steps, 1)
         if max_steps is not None and min_steps > max_steps:
             raise InvalidInputError(f"min_steps ({min_steps}) exceeds max_steps ({max_steps})")
@@ -258,7 +258,7 @@ class BudgetPlanner:
         if self.max_steps is not None:
             caps[Limit.MAX_STEPS] = self.max_steps
         limit = min(caps, key=caps.get)
-        steps = caps[limit]
+        steps = check_budget_steps(caps[limit], step_s)
         if steps >= self.min_steps:
             return TrialPlan(step_s, low_s, high_s, int(steps), True)
         limit_s = self.trial_budget_s if limit == Limit.TRIAL_TIME else time_left_s
