@@ -35,7 +35,6 @@ import optuna
 import pandas as pd
 import torch
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -53,6 +52,7 @@ from ttp_search.optuna import (
     record_failures,
     report,
 )
+from ttp_search.optuna import open_study as ttp_open_study
 
 SEARCH_SPACE = {
     "depth": IntDistribution(1, 4),
@@ -398,38 +398,14 @@ def main(argv: list[str] | None = None) -> int:
 def open_study(
     url: str, name: str, heartbeat: float, direction: str, sampler, pruner
 ) -> tuple[optuna.Study, float]:
-    """Create or join the study ``name`` at ``url``, with heartbeats when ``heartbeat > 0``
-    (a trial silent for 3 beats is failed and retried once). Returns the study and the time
-    of its first trial's start (now for a new study): the clock every worker shares."""
-    storage = url
-    if heartbeat > 0:
-        storage = RDBStorage(
-            url,
-            heartbeat_interval=max(1, round(heartbeat)),
-            grace_period=max(3, round(3 * heartbeat)),
-            **_retry_stale_trials_once(),
-        )
-    study = optuna.create_study(
-        study_name=name,
-        storage=storage,
-        load_if_exists=True,
-        direction=direction,
-        sampler=sampler,
-        pruner=pruner,
+    """Create or join the study ``name`` at ``url`` (heartbeats when ``heartbeat > 0``).
+    Returns the study and the time of its first trial's start (now for a new study): the
+    clock every worker shares."""
+    study = ttp_open_study(
+        url, name, direction=direction, sampler=sampler, pruner=pruner, heartbeat_s=heartbeat
     )
     starts = [t.datetime_start for t in study.trials if t.datetime_start]
     return study, (min(starts).timestamp() if starts else time.time())
-
-
-def _retry_stale_trials_once() -> dict:
-    """RDBStorage's option that re-queues a trial whose worker died (renamed in Optuna 4.9)."""
-    try:
-        from optuna.storages import RetryHeartbeatStaleTrialCallback
-    except ImportError:
-        from optuna.storages import RetryFailedTrialCallback
-
-        return {"failed_trial_callback": RetryFailedTrialCallback(max_retry=1)}
-    return {"heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=1)}
 
 
 def summarize(console: Console, df: pd.DataFrame, curves, out: Path, title: str) -> None:

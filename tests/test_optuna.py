@@ -262,7 +262,7 @@ def test_sampler_bad_input():
     with pytest.raises(InvalidInputError, match="callable"):
         CostAwareSampler(cost_fn=3.0, max_steps=10)
     sampler = CostAwareSampler(cost_fn=lambda p: -1.0, max_steps=10)
-    with pytest.raises(InvalidInputError, match="seconds per step > 0"):
+    with pytest.raises(InvalidInputError, match="seconds per step must be a number > 0"):
         sampler.step_cost({})
     with pytest.raises(InvalidInputError, match="threshold"):
         TTPPruner(threshold=1.5)

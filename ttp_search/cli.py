@@ -160,8 +160,10 @@ def time_calibrate(
 ) -> None:
     """Time random layers, networks and optimizer updates on this device and cache the fit."""
     from ttp_search.cost import LayerTimeModel, calibration_path, device_fingerprint
+    from ttp_search.cost.calibrate import check_calibration_budget
     from ttp_search.errors import CalibrationError
 
+    check_calibration_budget(budget_s)
     path = calibration_path(device_fingerprint(_device(device)))
     if path.exists() and not force:
         try:

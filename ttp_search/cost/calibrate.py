@@ -25,6 +25,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from tqdm.auto import tqdm
 
+from ttp_search._checks import check_real
 from ttp_search.cost._timing import median_time, synchronize
 from ttp_search.cost.cache import FORMAT_VERSION, atomic_write_bytes, device_fingerprint
 from ttp_search.cost.features import FEATURE_COLUMNS, is_alias_op, op_features
@@ -387,6 +388,11 @@ def _advance(bar, seconds: float) -> None:
     bar.update(max(0.0, min(seconds, bar.total - bar.n)))
 
 
+def check_calibration_budget(budget_s: object) -> float:
+    """A calibration budget: finite seconds >= 5 (less measures too little to fit)."""
+    return check_real("budget_s", budget_s, low=5.0, hint=" seconds")
+
+
 def collect_calibration(
     budget_s: float = 240.0,
     device: torch.device | str = "cpu",
@@ -394,10 +400,7 @@ def collect_calibration(
     progress: bool = True,
 ) -> CalibrationData:
     """Measure this device for ``budget_s`` seconds (ops, optimizer updates, networks)."""
-    if not isinstance(budget_s, (int, float)) or not np.isfinite(budget_s) or budget_s < 5:
-        raise InvalidInputError(
-            f"budget_s must be a finite number of seconds >= 5, got {budget_s!r}"
-        )
+    check_calibration_budget(budget_s)
     device = torch.device(device)
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)

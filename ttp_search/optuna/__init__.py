@@ -15,12 +15,14 @@ from ttp_search.optuna._helpers import (
 )
 from ttp_search.optuna.pruner import TTPPruner
 from ttp_search.optuna.sampler import CostAwareSampler
+from ttp_search.optuna.studies import open_study
 
 __all__ = [
     "CostAwareSampler",
     "TTPPruner",
     "get_budget",
     "linear_decay_lr",
+    "open_study",
     "record_failures",
     "record_target_reached",
     "report",
