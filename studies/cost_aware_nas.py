@@ -48,7 +48,9 @@ from ttp_search.optuna import (
     CostAwareSampler,
     TTPPruner,
     get_budget,
+    keys,
     linear_decay_lr,
+    prune_reason,
     record_failures,
     report,
 )
@@ -134,11 +136,13 @@ def make_objective(data, progress, task, study_start, budget_s, max_steps, cost_
         trial.set_user_attr("worker", WORKER)
         # Priced before running; a configuration over a cap raises TrialPruned here.
         steps = get_budget(trial, default=max_steps)
-        if "ttp:predicted_step_s" not in trial.user_attrs:
+        if keys.PLAN not in trial.user_attrs:  # a baseline sampler: priced for the table only
             pred = cost_model.predict(
                 model_for(params), input_shape, params["batch_size"], "momentum"
             )
-            trial.set_user_attr("ttp:predicted_step_s", pred.step_time_s)
+            trial.set_user_attr(
+                keys.PLAN, {"step_s": pred.step_time_s, "model_step_s": pred.step_time_s}
+            )
         torch.manual_seed(trial.number)
         model = build_model(params, input_shape, n_classes)
         opt = torch.optim.SGD(model.parameters(), lr=params["lr"], momentum=0.9)
@@ -164,7 +168,7 @@ def make_objective(data, progress, task, study_start, budget_s, max_steps, cost_
                 if time.time() - study_start > budget_s:
                     why = "the study's time budget ran out"
                 elif trial.should_prune():
-                    why = trial.user_attrs.get("ttp:prune_reason") or (
+                    why = prune_reason(trial) or (
                         f"{type(trial.study.pruner).__name__} at step {step}"
                     )
                 if why:
@@ -178,7 +182,7 @@ def make_objective(data, progress, task, study_start, budget_s, max_steps, cost_
 def trials_table(study: optuna.Study) -> pd.DataFrame:
     rows = []
     for t in study.trials:
-        a = t.user_attrs
+        a, plan = t.user_attrs, keys.plan_of(t)
         steps_run = a.get("steps_run", 0)
         rows.append(
             {
@@ -187,12 +191,12 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
                 **t.params,
                 "budget_steps": a.get("ttp:budget_steps"),
                 "steps_run": steps_run,
-                "predicted_step_s": a.get("ttp:predicted_step_s"),
-                "model_step_s": a.get("ttp:model_step_s", a.get("ttp:predicted_step_s")),
+                "predicted_step_s": plan.get("step_s"),
+                "model_step_s": plan.get("model_step_s", plan.get("step_s")),
                 "measured_step_s": a.get("measured_step_s"),
-                "predicted_seconds": a.get("ttp:predicted_seconds"),
-                "predicted_low": a.get("ttp:predicted_low"),
-                "predicted_high": a.get("ttp:predicted_high"),
+                "predicted_seconds": plan.get("seconds"),
+                "predicted_low": plan.get("seconds_low"),
+                "predicted_high": plan.get("seconds_high"),
                 "measured_seconds": a.get("measured_step_s", math.nan) * steps_run
                 if steps_run
                 else 0.0,
@@ -200,7 +204,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
                 if t.value is not None
                 else (t.intermediate_values[t.last_step] if t.last_step is not None else None),
                 "prune_reason": a.get("ttp:prune_reason")
-                or a.get("ttp:infeasible")
+                or (plan.get("reason") if plan and not plan.get("feasible", True) else None)
                 or a.get("ttp:fail_reason"),
             }
         )

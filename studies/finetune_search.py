@@ -18,7 +18,7 @@ predicted band in the bad direction, or that will not end better than the best.
 The objective is the final training loss clipped at the target (every trial that reaches
 the target is as good; cost decides among them), and a trial ends as soon as it reaches the
 target. When the SDE proves optimistic (trials end their budgets short of the target) later
-budgets are lengthened by the study's measured/predicted ratio (``ttp:steps_scale``).
+budgets are lengthened by the study's measured/predicted ratio (the plan's ``steps_scale``).
 
 ``--method tpe+median`` / ``tpe+hyperband`` run what a user writes without ttp_search: TPE and
 Optuna's pruner, every trial ``--fixed-steps`` steps (same recipe). trials.csv has
@@ -62,7 +62,9 @@ from ttp_search.optuna import (
     CostAwareSampler,
     TTPPruner,
     get_budget,
+    keys,
     linear_decay_lr,
+    prune_reason,
     record_failures,
     record_target_reached,
     report,
@@ -266,7 +268,7 @@ def make_objective(net, x, y, target, fixed_steps, study_start, budget_s, progre
                 if time.time() - study_start > budget_s:
                     why = "the study's time budget ran out"
                 elif trial.should_prune():
-                    why = trial.user_attrs.get("ttp:prune_reason") or (
+                    why = prune_reason(trial) or (
                         f"{type(trial.study.pruner).__name__} at step {step}"
                     )
                 if why:
@@ -285,12 +287,12 @@ def make_objective(net, x, y, target, fixed_steps, study_start, budget_s, progre
 def trials_table(study: optuna.Study) -> pd.DataFrame:
     rows = []
     for t in study.trials:
-        a = t.user_attrs
-        target = a.get("ttp:predicted_target_steps") or [None, None, None]
-        step_s = a.get("ttp:predicted_step_s")
-        scale = a.get("ttp:steps_scale", 1.0)
-        ratio = a.get("ttp:steps_ratio", scale)
-        crossing = a.get("ttp:predicted_crossing_step")
+        a, plan = t.user_attrs, keys.plan_of(t)
+        target = plan.get("target_steps") or [None, None, None]
+        step_s = plan.get("step_s")
+        scale = plan.get("steps_scale") or 1.0
+        ratio = plan.get("steps_ratio") or scale
+        crossing = plan.get("crossing")
         # The SDE's crossing, calibrated by what the study had measured when it was planned.
         predicted = crossing * ratio if crossing is not None else None
         rows.append(
@@ -313,15 +315,15 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
                 # The step time the plan used (the layer-time model's, calibrated on the
                 # study's measured trials) and the model's own.
                 "predicted_step_s": step_s,
-                "model_step_s": a.get("ttp:model_step_s"),
+                "model_step_s": plan.get("model_step_s"),
                 "measured_step_s": a.get("measured_step_s"),
                 "predicted_seconds_to_target": predicted * step_s
                 if predicted is not None and step_s
                 else None,
                 "measured_seconds_to_target": a.get("measured_seconds"),
-                "predicted_seconds": a.get("ttp:predicted_seconds"),
-                "predicted_low": a.get("ttp:predicted_low"),
-                "predicted_high": a.get("ttp:predicted_high"),
+                "predicted_seconds": plan.get("seconds"),
+                "predicted_low": plan.get("seconds_low"),
+                "predicted_high": plan.get("seconds_high"),
                 "measured_seconds": (a.get("measured_step_s") or 0.0) * a.get("steps_run", 0),
                 "reached_at": a.get("reached_at"),
                 "started_at": t.datetime_start.timestamp() if t.datetime_start else None,
@@ -329,7 +331,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
                 if t.value is not None
                 else (t.intermediate_values[t.last_step] if t.last_step is not None else None),
                 "prune_reason": a.get("ttp:prune_reason")
-                or a.get("ttp:infeasible")
+                or (plan.get("reason") if plan and not plan.get("feasible", True) else None)
                 or a.get("ttp:fail_reason"),
             }
         )
@@ -531,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
             sorted(t.intermediate_values),
             [v for _, v in sorted(t.intermediate_values.items())],
             t.state == TrialState.PRUNED,
-            t.user_attrs.get("ttp:band"),
+            keys.plan_of(t).get("band"),
         )
         for t in study.trials
     ]

@@ -37,7 +37,14 @@ from ttp_search.curves.extrapolate import MAX_FIT_POINTS, thin_curve
 from ttp_search.dynamics import LinearizedSDE
 from ttp_search.engine import BudgetPlanner, DecisionCore, Limit, TrialCurve, ValueRangeWarning
 from ttp_search.errors import CalibrationError, InvalidInputError, MissingParameterError
-from ttp_search.optuna import CostAwareSampler, TTPPruner, get_budget, report, set_budget
+from ttp_search.optuna import (
+    CostAwareSampler,
+    TTPPruner,
+    get_budget,
+    keys,
+    report,
+    set_budget,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -152,7 +159,7 @@ def _study_stops_when_spent() -> None:
     study, took = _timed_study()
     assert took < 10, f"the study ran {took:.0f} s past its 1.5 s budget"
     reasons = [
-        t.user_attrs.get("ttp:infeasible") or t.user_attrs.get("ttp:prune_reason") or ""
+        t.user_attrs.get(keys.PRUNE_REASON) or keys.plan_of(t).get("reason") or ""
         for t in study.trials
     ]
     assert any("spent (" in r for r in reasons), reasons
@@ -194,7 +201,7 @@ def _enqueued_trial_is_priced_as_run() -> None:
     study.enqueue_trial({"w": 500})
     [(w, budget)] = _budget_of(study, lambda t: (t.suggest_int("w", 8, 512), get_budget(t)))
     assert (w, budget) == (500, 10), (w, budget)  # 5 s / (1e-3 s x 500)
-    assert study.trials[0].user_attrs["ttp:priced_params"] == {"w": 500}
+    assert keys.plan_of(study.trials[0])["params"] == {"w": 500}
 
 
 def _narrower_range_is_priced_as_run() -> None:
@@ -293,7 +300,7 @@ def _ray_restore_keeps_clock_and_decisions() -> None:
     folder = Path(tempfile.mkdtemp())
     searcher = CostAwareSearcher(Widths(), cost_fn=lambda p: 0.1, max_steps=10**6, time_budget_s=30)
     searcher.suggest("t0")  # starts the experiment's clock
-    searcher._started_at -= 20  # as if 20 s had passed: 10 s, 100 steps at 0.1 s, are left
+    searcher.planner.clock.started_at -= 20  # as if 20 s had passed: 10 s (100 steps) left
     searcher.save(str(folder / "searcher.pkl"))
     fresh = CostAwareSearcher(Widths(), cost_fn=lambda p: 0.1, max_steps=10**6)
     fresh.restore(str(folder / "searcher.pkl"))
@@ -536,7 +543,7 @@ EDGE_CASES = [
         "optuna.get_budget + CostAwareSampler",
         "enqueue_trial({'w': 500}) while the sampler proposes another w",
         _enqueued_trial_is_priced_as_run,
-        safe="priced as w=500 (`ttp:priced_params`), budget 10 steps",
+        safe="priced as w=500 (the plan's `params`), budget 10 steps",
     ),
     Case(
         "budget-narrow-range",

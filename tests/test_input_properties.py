@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from ttp_search.cli import app
-from ttp_search.engine import BudgetPlanner, DecisionCore, TrialCurve
+from ttp_search.engine import BudgetPlanner, TrialCurve
 from ttp_search.errors import InvalidInputError
 from ttp_search.optuna import CostAwareSampler, TTPPruner
 
@@ -73,9 +73,7 @@ def _curve() -> TrialCurve:
 
 def _done(value: float) -> TrialCurve:
     k = np.arange(1, 51, dtype=np.float64)
-    curve = TrialCurve(np.append(k, 51), np.append(value + 1 / k, value), finished=True)
-    curve.budget_steps = 50.0
-    return curve
+    return TrialCurve(k, value + 1 / k, budget_steps=50.0, finished=True, final=value)
 
 
 @BOUNDARY
@@ -86,8 +84,8 @@ def test_any_pruner_option_gives_a_pruner_or_a_typed_error(name, value):
     except InvalidInputError:
         return
     # Accepted: the options it handed to the core decide without an untyped error.
-    core = DecisionCore("minimize", **pruner._options)
-    decision = core.decide(_curve(), [_done(0.1), _done(0.3)], time_left_s=pruner.time_budget_s)
+    others = [_done(0.1), _done(0.3)]
+    decision = pruner.options.judge("minimize", _curve(), others, pruner.time_budget_s)
     assert isinstance(decision.prune, bool)
 
 

@@ -14,16 +14,22 @@ from torch import nn
 
 from ttp_search.dynamics import BlockGrams, LinearizedSDE
 from ttp_search.engine import BudgetPlanner, DecisionCore, TrialCurve
-from ttp_search.engine.planning import step_time_scale, steps_scale
+from ttp_search.engine.calibration import (
+    Calibrator,
+    Observation,
+    step_time_calibrator,
+    steps_calibrator,
+)
+from ttp_search.engine.space import Categorical, Numeric, similarity
 from ttp_search.errors import InvalidInputError
 from ttp_search.optuna import (
     CostAwareSampler,
     TTPPruner,
     get_budget,
+    keys,
     record_target_reached,
     report,
 )
-from ttp_search.optuna._calibration import similarity
 
 BLOCKS = {"body": ["0."], "head": ["2."]}
 
@@ -92,11 +98,17 @@ def test_budget_is_the_predicted_steps_with_a_margin_within_the_limits():
         _planner((1.0, 1.0, 1.0), max_steps=5, steps_margin=-1)
 
 
-def test_steps_scale_is_the_median_ratio_and_needs_two_trials():
-    assert steps_scale([(100, 50)]) == 1.0
-    assert steps_scale([(100, 50), (200, 80), (100, 60)]) == pytest.approx(0.5)
-    assert steps_scale([(100, 1e9), (100, 1e9)]) == 20.0  # clipped
-    assert steps_scale([(math.inf, 10), (100, 40), (100, 60)]) == pytest.approx(0.5)
+def _obs(*pairs, params=None):
+    return [Observation(p, m, params[i] if params else {}) for i, (p, m) in enumerate(pairs)]
+
+
+def test_steps_calibration_is_the_median_ratio_and_needs_two_trials():
+    steps = steps_calibrator(bandwidth=None)
+    assert steps.ratio(_obs((100, 50)), None, {}) == 1.0
+    assert steps.ratio(_obs((100, 50), (200, 80), (100, 60)), None, {}) == pytest.approx(0.5)
+    assert steps.ratio(_obs((100, 1e9), (100, 1e9)), None, {}) == 20.0  # clipped
+    assert steps.ratio(_obs((math.inf, 10), (100, 40), (100, 60)), None, {}) == pytest.approx(0.5)
+    assert steps.ratio(_obs((100, 30), (100, 40)), None, {}, lower=1.0) == 1.0  # never shorter
 
 
 @pytest.mark.parametrize("direction", ["minimize", "maximize"])
@@ -119,27 +131,32 @@ def test_a_trial_that_leaves_its_band_in_the_bad_direction_is_stopped(direction)
     assert not ignoring.decide(bad, []).prune
 
 
-def test_weighted_steps_scale_leans_toward_similar_trials():
-    pairs = [(100, 40), (100, 40), (100, 80), (100, 80)]
-    near = steps_scale(pairs, weights=[1.0, 1.0, 0.0, 0.0])
-    # the two similar trials (0.4) and the median (0.6) as one more pair
-    assert near == pytest.approx(math.exp((2 * math.log(0.4) + math.log(0.6)) / 3))
-    assert steps_scale(pairs, weights=[0.0] * 4) == pytest.approx(0.6)  # nothing alike: median
-    assert steps_scale(pairs, weights=[0.0] * 4, prior_weight=0.0) == pytest.approx(0.6)
-    assert steps_scale(pairs[:1], weights=[1.0]) == 1.0  # still needs two trials
-    with pytest.raises(InvalidInputError, match="weights must match"):
-        steps_scale(pairs, weights=[1.0])
+def test_calibration_leans_toward_similar_trials():
+    space = {"wd": Categorical((0.0, 1e-3))}
+    like, unlike = {"wd": 1e-3}, {"wd": 0.0}
+    obs = _obs((100, 40), (100, 40), (100, 80), (100, 80), params=[like, like, unlike, unlike])
+    # A differing categorical weighs exp(-huge) = 0: the two similar trials (0.4) and the
+    # median (0.6) as one more observation.
+    steps = Calibrator("median", mismatch=1e6)
+    assert steps.ratio(obs, like, space) == pytest.approx(
+        math.exp((2 * math.log(0.4) + math.log(0.6)) / 3)
+    )
+    assert steps.ratio(obs, {"wd": 0.5}, space) == pytest.approx(0.6)  # nothing alike: median
+    assert steps.ratio(obs[:1], like, space) == 1.0  # still needs two trials
 
 
-def test_step_time_scale_shrinks_toward_the_model():
-    assert step_time_scale([]) == 1.0  # nothing measured: the model's own time
-    two = [(0.01, 0.02), (0.01, 0.02)]
-    assert step_time_scale(two) == pytest.approx(2 ** (2 / 3))  # the model counts as a pair
-    assert step_time_scale(two, prior_weight=0.0) == pytest.approx(2.0)
-    assert step_time_scale(two, weights=[0.0, 0.0]) == 1.0  # nothing alike
-    assert step_time_scale([(0.01, 1.0)], prior_weight=0.0) == 5.0  # clipped
-    with pytest.raises(InvalidInputError, match="weights must match"):
-        step_time_scale(two, weights=[1.0])
+def test_step_time_calibration_shrinks_toward_the_model():
+    times = step_time_calibrator(bandwidth=None)
+    assert times.ratio([], None, {}) == 1.0  # nothing measured: the model's own time
+    two = _obs((0.01, 0.02), (0.01, 0.02))
+    assert times.ratio(two, None, {}) == pytest.approx(2 ** (2 / 3))  # the model is a pair
+    assert Calibrator("model", bandwidth=None, prior_weight=0.0).ratio(
+        two, None, {}
+    ) == pytest.approx(2.0)
+    lonely = Calibrator("model", mismatch=1e6)
+    assert lonely.ratio(_obs((0.01, 0.02), params=[{"w": 1}]), {"w": 2}, {}) == 1.0
+    # 100x measured, shrunk to 10x by the model's pseudo-trial, clipped at 5x
+    assert step_time_calibrator(None).ratio(_obs((0.01, 1.0)), None, {}) == 5.0
     planner = _planner((100.0, 80.0, 130.0), trial_budget_s=10.0)
     base, slow = planner.plan({}), planner.plan({}, step_time_scale=2.0)
     assert slow.step_s == pytest.approx(2 * base.step_s)
@@ -158,8 +175,8 @@ def _timed_trial(width: int, model_s: float, measured_s: float, steps: int, lr: 
         distributions=dists,
         value=0.0,
         user_attrs={
-            "ttp:model_step_s": model_s,
-            "ttp:clock": {"elapsed_s": measured_s * steps, "step": steps},
+            keys.PLAN: {"model_step_s": model_s},
+            keys.CLOCK: {"elapsed_s": measured_s * steps, "step": steps},
         },
     )
 
@@ -207,25 +224,22 @@ def test_trials_store_the_model_step_time_and_the_calibrated_one():
         return x
 
     study.optimize(objective, n_trials=4)
-    attrs = [t.user_attrs for t in study.trials]
-    assert all(a["ttp:model_step_s"] == 0.001 for a in attrs)
-    ratios = [a["ttp:step_time_ratio"] for a in attrs]
+    plans = [keys.plan_of(t) for t in study.trials]
+    assert all(p["model_step_s"] == 0.001 for p in plans)
+    ratios = [p["step_time_ratio"] for p in plans]
     # n timed trials at 3x and the model at 1x: 3 ** (n / (n + 1)), toward the measured 3x
     assert ratios == pytest.approx([3 ** (n / (n + 1)) for n in range(4)])
-    assert attrs[3]["ttp:predicted_step_s"] == pytest.approx(0.001 * ratios[3])
+    assert plans[3]["step_s"] == pytest.approx(0.001 * ratios[3])
 
 
 def test_similarity_of_configurations():
-    dists = {
-        "lr": optuna.distributions.FloatDistribution(1e-3, 1.0, log=True),
-        "wd": optuna.distributions.CategoricalDistribution([0.0, 1e-3]),
-    }
+    space = {"lr": Numeric(1e-3, 1.0, log=True), "wd": Categorical((0.0, 1e-3))}
     a = {"lr": 0.01, "wd": 0.0}
-    assert similarity(a, a, dists) == 1.0
-    assert similarity(a, {"lr": 0.01, "wd": 1e-3}, dists) == pytest.approx(math.exp(-0.5))
-    decade = similarity(a, {"lr": 0.1, "wd": 0.0}, dists, bandwidth=1 / 3)
+    assert similarity(a, a, space) == 1.0
+    assert similarity(a, {"lr": 0.01, "wd": 1e-3}, space) == pytest.approx(math.exp(-0.5))
+    decade = similarity(a, {"lr": 0.1, "wd": 0.0}, space, bandwidth=1 / 3)
     assert decade == pytest.approx(math.exp(-0.5))  # a third of the log range per bandwidth
-    assert similarity(a, {"lr": 0.01}, dists) == pytest.approx(math.exp(-0.5))  # missing
+    assert similarity(a, {"lr": 0.01}, space) == pytest.approx(math.exp(-0.5))  # missing
 
 
 def test_sampler_calibrates_each_configuration_by_the_trials_like_it():
@@ -253,10 +267,7 @@ def test_sampler_calibrates_each_configuration_by_the_trials_like_it():
                 params={"lr": lr, "wd": wd},
                 distributions=dists,
                 value=0.0,
-                user_attrs={
-                    "ttp:predicted_crossing_step": 100.0,
-                    "ttp:target_reached_step": reached,
-                },
+                user_attrs={keys.PLAN: {"crossing": 100.0}, keys.TARGET_REACHED: reached},
             )
         )
     decayed = {"lr": 0.15, "wd": 1e-3}
@@ -264,7 +275,7 @@ def test_sampler_calibrates_each_configuration_by_the_trials_like_it():
     assert local.steps_ratio(study, decayed) < 0.6
     assert local.steps_ratio(study, {"lr": 0.15, "wd": 0.0}) > 0.65
     assert local.steps_scale(study, decayed) == 1.0  # budgets are never shortened
-    with pytest.raises(InvalidInputError, match="calibration_bandwidth"):
+    with pytest.raises(InvalidInputError, match="bandwidth"):
         CostAwareSampler(**kwargs, calibration_bandwidth=0)
 
 
@@ -292,7 +303,7 @@ def test_sampler_prices_by_steps_to_target_stores_the_band_and_learns_the_scale(
     def objective(trial):
         lr = trial.suggest_float("lr", 0.5, 2.0)
         steps = get_budget(trial)
-        assert steps == math.ceil(trial.user_attrs["ttp:steps_scale"] * 200 / lr * 1.1)
+        assert steps == math.ceil(keys.plan_of(trial).get("steps_scale") * 200 / lr * 1.1)
         report(trial, 0.5, steps // 2)
         if trial.number == 0:
             record_target_reached(trial, steps)  # later than the predicted 0.9 x budget
@@ -300,16 +311,15 @@ def test_sampler_prices_by_steps_to_target_stores_the_band_and_learns_the_scale(
         return 0.5
 
     study.optimize(objective, n_trials=4)
-    attrs = [t.user_attrs for t in study.trials]
-    assert all(len(a["ttp:predicted_target_steps"]) == 3 for a in attrs)
-    assert all(set(a["ttp:band"]) == {"step", "low", "high"} for a in attrs)
-    scales = [a["ttp:steps_scale"] for a in attrs]
+    plans = [keys.plan_of(t) for t in study.trials]
+    assert all(len(p["target_steps"]) == 3 for p in plans)
+    assert all(set(p["band"]) == {"step", "low", "high"} for p in plans)
+    scales = [p["steps_scale"] for p in plans]
     assert scales[:2] == [1.0, 1.0]  # learnt once two trials have finished
     # median of (budget, 1.25 budget) / (0.9 budget): later budgets lengthened by 1.25
     assert scales[2] == pytest.approx(1.25, rel=0.02) and scales[3] >= 1.0
-    assert steps_scale([(100, 30), (100, 40)], lower=1.0) == 1.0  # never shortened
-    assert [a["ttp:steps_ratio"] for a in attrs][2] == pytest.approx(scales[2])
-    json.dumps(attrs)
+    assert [p["steps_ratio"] for p in plans][2] == pytest.approx(scales[2])
+    json.dumps([t.user_attrs for t in study.trials])
 
 
 def test_ray_searcher_passes_the_pipeline_keys():

@@ -32,6 +32,7 @@ from ttp_search.optuna import (
     CostAwareSampler,
     TTPPruner,
     get_budget,
+    prune_reason,
     record_failures,
     record_target_reached,
     report,
@@ -85,7 +86,7 @@ def _objective_outcomes() -> None:
         if outcome == "report_inf":
             report(trial, math.inf, 1)
             if trial.should_prune():
-                raise optuna.TrialPruned(trial.user_attrs["ttp:prune_reason"])
+                raise optuna.TrialPruned(prune_reason(trial))
         return {"nan": math.nan, "inf": math.inf}.get(outcome, x)
 
     study.optimize(record_failures(objective), n_trials=10, catch=(ValueError,))

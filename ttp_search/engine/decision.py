@@ -13,7 +13,7 @@ import enum
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -59,6 +59,9 @@ class TrialCurve:
     # A predicted curve for this configuration (steps, low, high), e.g. from the linearized
     # SDE: a trial whose observed value leaves it in the bad direction is stopped.
     band: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    # A completed trial's result (the objective's return value, which can differ from its
+    # last report, say a test score after the last validation report).
+    final: float | None = None
 
     def __post_init__(self) -> None:
         self.steps = np.asarray(self.steps, dtype=np.float64).ravel()
@@ -69,6 +72,13 @@ class TrialCurve:
             )
         if self.schedule not in SCHEDULES:
             raise InvalidInputError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+
+    @property
+    def result(self) -> float | None:
+        """The value a finished trial ended with: ``final``, else its last report."""
+        if self.final is not None:
+            return float(self.final)
+        return float(self.values[-1]) if self.values.size else None
 
     @property
     def last_step(self) -> float:
@@ -130,7 +140,10 @@ class DecisionCore:
         direction: ``"minimize"`` or ``"maximize"`` the reported value.
         threshold: stop when P(the trial ends better than the incumbent) is below this.
         n_startup_trials: never stop before this many trials have completed.
-        n_warmup_steps: never stop a trial before it has reported past this step.
+        n_warmup_steps: never stop a trial before it has reported this step (as in Optuna's
+            pruners: a report at step ``n_warmup_steps`` may be pruned).
+        n_min_trials: the peers (trials that reached the same fraction of their budget) the
+            ``peer_percentile`` guard needs before it speaks (Optuna's ``n_min_trials``).
         min_points: reports needed before the curve is extrapolated at all.
         value_range: what the value can be (``(0, 1)`` for accuracies), used to bound fits.
         margin: a trial is kept while it may end within ``margin`` of the incumbent, so
@@ -150,6 +163,7 @@ class DecisionCore:
         threshold: float = 0.05,
         n_startup_trials: int = 5,
         n_warmup_steps: int = 0,
+        n_min_trials: int = 5,
         min_points: int = 3,
         value_range: tuple[float, float] | None = None,
         margin: float = 0.0,
@@ -166,6 +180,7 @@ class DecisionCore:
         threshold = check_real("threshold", threshold, low=0.0, high=1.0, high_open=True)
         n_startup_trials = check_int("n_startup_trials", n_startup_trials, 0)
         n_warmup_steps = check_int("n_warmup_steps", n_warmup_steps, 0)
+        self.n_min_trials = check_int("n_min_trials", n_min_trials, 1)
         min_points = check_int("min_points", min_points, 1)
         value_range = check_value_range(value_range)
         self.margin = check_real("margin", margin, low=0.0)
@@ -189,10 +204,10 @@ class DecisionCore:
         Returns the value, how many finished trials were compared, and the label of the
         trial the value belongs to.
         """
-        done = [t for t in others if t.finished and t.values.size]
-        done = [t for t in done if math.isfinite(t.values[-1])]
-        best_trial = min(done, key=lambda t: self._sign * t.values[-1]) if done else None
-        best = float(best_trial.values[-1]) if best_trial is not None else None
+        done = [t for t in others if t.finished and t.result is not None]
+        done = [t for t in done if math.isfinite(t.result)]
+        best_trial = min(done, key=lambda t: self._sign * t.result) if done else None
+        best = best_trial.result if best_trial is not None else None
         label = best_trial.label if best_trial is not None else None
         for t in others:
             if t.finished or t.predicted_final is None:
@@ -300,7 +315,7 @@ class DecisionCore:
                 extra=seen,
                 rule=Rule.STARTUP,
             )
-        if trial.last_step <= self.n_warmup_steps:
+        if trial.last_step < self.n_warmup_steps:
             return Decision(
                 False,
                 f"warm-up until step {self.n_warmup_steps}",
@@ -362,7 +377,7 @@ class DecisionCore:
         """Why the trial has left its predicted band in the bad direction, or ``None``."""
         if self.band_tolerance is None or trial.band is None:
             return None
-        if trial.last_step <= self.n_warmup_steps or trial.steps.size < self.min_points:
+        if trial.last_step < self.n_warmup_steps or trial.steps.size < self.min_points:
             return None
         steps, low, high = (np.asarray(a, dtype=np.float64) for a in trial.band)
         if steps.size == 0 or trial.last_step > steps[-1]:
@@ -384,7 +399,7 @@ class DecisionCore:
 
         Trials with different budgets and schedules are compared where each has used the
         same share of its own budget (linearly interpolated between reports); ``None`` when
-        fewer than ``n_startup_trials`` peers have got that far.
+        fewer than ``n_min_trials`` peers have got that far.
         """
         if not trial.budget_steps:
             return None
@@ -393,29 +408,105 @@ class DecisionCore:
         peers = []
         for t in others:
             steps, values = t.steps, t.values
-            if t.finished and steps.size > 1:
-                steps, values = steps[:-1], values[:-1]  # drop the appended final value
             if not t.budget_steps or steps.size == 0:
                 continue
             at = frac * t.budget_steps
             if steps[-1] < at or not np.all(np.isfinite(values)):
                 continue
             peers.append(float(np.interp(at, steps, values)))
-        if len(peers) < max(self.n_startup_trials, 1):
+        if len(peers) < max(self.n_min_trials, 1):
             return None
         return float(np.mean([self.better(mine, v) for v in peers]))
 
 
-def adapter_options(*, interval_steps: int, time_budget_s: float | None, **core_options) -> dict:
-    """Check what every adapter (TTPPruner, TTPScheduler) takes beside the core's options.
+@dataclass(frozen=True)
+class DecisionOptions:
+    """Everything TTPPruner and TTPScheduler take beside the direction, validated once,
+    and the rules both apply around the core: which reports are judged, and the budget of
+    a trial that has none.
 
-    Returns the core's options, validated now (by building a core) rather than at the first
-    report, so a bad option fails where it is written.
+    ``interval_steps`` and ``n_warmup_steps`` mean what they mean in Optuna's pruners: a
+    report is judged when it is the first at or after a step ``n_warmup_steps + k *
+    interval_steps``; ``default_budget_steps`` is the budget of trials without one (default:
+    the longest completed trial's last step; with none completed, the trial's own step).
     """
-    check_int("interval_steps", interval_steps, 1)
-    check_positive_seconds("time_budget_s", time_budget_s)
-    DecisionCore(**core_options)
-    return core_options
+
+    threshold: float = 0.05
+    n_startup_trials: int = 5
+    n_warmup_steps: int = 0
+    interval_steps: int = 1
+    n_min_trials: int = 5
+    min_points: int = 3
+    time_budget_s: float | None = None
+    value_range: tuple[float, float] | None = None
+    default_budget_steps: int | None = None
+    margin: float = 0.0
+    peer_percentile: float | None = 50.0
+    band_tolerance: float | None = 0.5
+
+    def __post_init__(self) -> None:
+        check_int("interval_steps", self.interval_steps, 1)
+        check_positive_seconds("time_budget_s", self.time_budget_s)
+        check_default_budget(self.default_budget_steps)
+        self.core("minimize")  # the core validates its own options
+
+    def core(self, direction: Direction) -> DecisionCore:
+        return DecisionCore(
+            direction,
+            threshold=self.threshold,
+            n_startup_trials=self.n_startup_trials,
+            n_warmup_steps=self.n_warmup_steps,
+            n_min_trials=self.n_min_trials,
+            min_points=self.min_points,
+            value_range=self.value_range,
+            margin=self.margin,
+            peer_percentile=self.peer_percentile,
+            band_tolerance=self.band_tolerance,
+        )
+
+    def should_judge(self, steps: Sequence[float], value: float) -> bool:
+        """Judge the latest report (steps so far, its value)? Always a non-finite one."""
+        if not math.isfinite(value):
+            return True
+        step = float(steps[-1])
+        if step < self.n_warmup_steps:
+            return False
+        # The first report at or after the latest pruning step is judged, as in Optuna.
+        mark = (step - self.n_warmup_steps) // self.interval_steps * self.interval_steps
+        mark += self.n_warmup_steps
+        return not any(mark <= s < step for s in steps[:-1])
+
+    def budget_for(self, trial: TrialCurve, others: Sequence[TrialCurve]) -> float | None:
+        """The budget ``trial`` is judged at: its own, ``default_budget_steps``, else the
+        longest completed trial's last step (a trial without a budget is assumed to run as
+        long as completed ones), else ``None`` (judged at its current step)."""
+        if trial.budget_steps is not None:
+            return trial.budget_steps
+        if self.default_budget_steps is not None:
+            return float(self.default_budget_steps)
+        done = [c.last_step for c in others if c.finished and c.steps.size]
+        return max(done) if done else None
+
+    def judge(
+        self,
+        direction: Direction,
+        trial: TrialCurve,
+        others: Sequence[TrialCurve],
+        time_left_s: float | None,
+    ) -> Decision:
+        """The decision for ``trial``'s latest report (budget filled in by the rule above)."""
+        budget = self.budget_for(trial, others)
+        if budget != trial.budget_steps:
+            trial = replace(trial, budget_steps=budget)
+        # A completed trial without a budget ran to its last step: that is its budget when
+        # peers are compared at the same fraction of theirs.
+        others = [
+            replace(c, budget_steps=c.last_step)
+            if c.finished and c.budget_steps is None and c.steps.size
+            else c
+            for c in others
+        ]
+        return self.core(direction).decide(trial, others, time_left_s=time_left_s)
 
 
 def check_default_budget(default_budget_steps: object) -> float | None:
@@ -423,8 +514,3 @@ def check_default_budget(default_budget_steps: object) -> float | None:
     if default_budget_steps is None:
         return None
     return float(check_int("default_budget_steps", default_budget_steps, 1))
-
-
-def should_judge(n_reports: int, value: float, interval_steps: int) -> bool:
-    """Judge every ``interval_steps``-th report, and always a non-finite one."""
-    return not math.isfinite(value) or (n_reports - 1) % interval_steps == 0

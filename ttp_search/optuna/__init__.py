@@ -5,9 +5,11 @@
     from ttp_search.optuna import TTPPruner, CostAwareSampler, set_budget, report
 """
 
+from ttp_search.optuna import keys
 from ttp_search.optuna._helpers import (
     get_budget,
     linear_decay_lr,
+    prune_reason,
     record_failures,
     record_target_reached,
     report,
@@ -21,8 +23,10 @@ __all__ = [
     "CostAwareSampler",
     "TTPPruner",
     "get_budget",
+    "keys",
     "linear_decay_lr",
     "open_study",
+    "prune_reason",
     "record_failures",
     "record_target_reached",
     "report",

@@ -16,7 +16,9 @@ from ttp_search._checks import check_int, check_real
 from ttp_search.budget import LinearDecayLR
 from ttp_search.engine import SCHEDULES
 from ttp_search.errors import InvalidInputError
-from ttp_search.optuna import _storage as keys
+from ttp_search.optuna import keys
+from ttp_search.optuna._private import cached_trial, trial_id
+from ttp_search.optuna._storage import elapsed_since
 
 _logger = logging.getLogger("ttp_search")
 
@@ -49,15 +51,16 @@ def get_budget(trial: optuna.Trial, default: int | None = None) -> int:
     from ttp_search.optuna.sampler import CostAwareSampler
 
     sampler = trial.study.sampler
-    attrs = trial.storage.get_trial_user_attrs(trial._trial_id)
+    attrs = trial.storage.get_trial_user_attrs(trial_id(trial))
     if isinstance(sampler, CostAwareSampler) and not attrs.get(keys.BUDGET_GIVEN):
         # The trial's own cached copy, so its user_attrs show the plan at once.
-        sampler.assign_budget(trial.study, trial._cached_frozen_trial, trial.params)
-        attrs = trial.storage.get_trial_user_attrs(trial._trial_id)
-    if attrs.get(keys.STUDY_SPENT):
-        stop_study(trial.study, attrs[keys.STUDY_SPENT])
-    if attrs.get(keys.INFEASIBLE):
-        raise optuna.TrialPruned(attrs[keys.INFEASIBLE])
+        sampler.assign_budget(trial.study, cached_trial(trial), trial.params)
+        attrs = trial.storage.get_trial_user_attrs(trial_id(trial))
+    plan = attrs.get(keys.PLAN) or {}
+    if plan.get("study_spent"):
+        stop_study(trial.study, plan.get("note") or plan.get("reason", ""))
+    if plan and not plan.get("feasible"):
+        raise optuna.TrialPruned(plan.get("reason"))
     if attrs.get(keys.BUDGET) is not None:
         if not attrs.get(keys.BUDGET_GIVEN):
             trial.set_user_attr(keys.BUDGET_GIVEN, True)
@@ -69,6 +72,12 @@ def get_budget(trial: optuna.Trial, default: int | None = None) -> int:
         )
     set_budget(trial, default)
     return check_int("default", default, 1)
+
+
+def prune_reason(trial: optuna.Trial) -> str | None:
+    """Why the pruner stopped this running trial (read from the storage, where the pruner
+    writes it), e.g. ``raise optuna.TrialPruned(prune_reason(trial))``."""
+    return trial.storage.get_trial_user_attrs(trial_id(trial)).get(keys.PRUNE_REASON)
 
 
 def stop_study(study: optuna.Study, why: str) -> None:
@@ -91,14 +100,14 @@ def report(trial: optuna.Trial, value: float, step: int, elapsed_s: float | None
     non-finite ``value`` is reported as is (the pruner then stops the trial and says why).
     """
     step = check_int("step", step, 0)
-    reported = trial._cached_frozen_trial.intermediate_values
+    reported = cached_trial(trial).intermediate_values
     last = max(reported) if reported else None
     if last is not None and step <= last:
         raise InvalidInputError(
             f"step {step} is not after the last reported step {last}: steps must increase"
         )
     if elapsed_s is None:
-        elapsed_s = keys.elapsed_since(trial.datetime_start) or 0.0
+        elapsed_s = elapsed_since(trial.datetime_start) or 0.0
     elapsed_s = check_real("elapsed_s", elapsed_s, low=0.0)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InvalidInputError(f"value must be a number, got {value!r}")

@@ -5,20 +5,15 @@ from __future__ import annotations
 import math
 import numbers
 import pickle
-import time
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from ttp_search.engine import Decision, DecisionCore
-from ttp_search.engine.decision import (
-    TrialCurve,
-    adapter_options,
-    check_default_budget,
-    should_judge,
-)
+from ttp_search.engine import Decision
+from ttp_search.engine.clock import StudyClock
+from ttp_search.engine.decision import DecisionOptions, TrialCurve
 from ttp_search.engine.planning import band_arrays
 from ttp_search.errors import InvalidInputError
 
@@ -43,22 +38,21 @@ class _TrialState:
     prediction: tuple[float, float, float] | None = None
     band: tuple | None = None
 
-    def curve(self) -> TrialCurve:
-        steps, values = list(self.steps), list(self.values)
-        if self.status == "completed" and self.final is not None and math.isfinite(self.final):
-            steps.append((steps[-1] + 1) if steps else 0.0)
-            values.append(self.final)
+    def curve(self, label: str | None = None) -> TrialCurve:
+        done = self.status == "completed"
         return TrialCurve(
-            np.array(steps, dtype=np.float64),
-            np.array(values, dtype=np.float64),
+            np.array(self.steps, dtype=np.float64),
+            np.array(self.values, dtype=np.float64),
             budget_steps=self.budget,
             schedule=self.schedule,
             elapsed_s=self.elapsed_s,
             predicted_step_s=self.predicted_step_s,
             recent_step_s=self.recent_step_s,
-            finished=self.status == "completed",
+            finished=done,
+            final=self.final if done else None,
             predicted_final=self.prediction,
             band=self.band,
+            label=label,
         )
 
 
@@ -113,41 +107,28 @@ class TTPScheduler(FIFOScheduler):
         metric: str | None = None,
         mode: str | None = None,
         time_attr: str = "training_iteration",
-        n_startup_trials: int = 5,
-        n_warmup_steps: int = 0,
-        interval_steps: int = 1,
-        min_points: int = 3,
-        time_budget_s: float | None = None,
-        value_range: tuple[float, float] | None = None,
-        default_budget_steps: int | None = None,
-        margin: float = 0.0,
-        peer_percentile: float | None = 50.0,
-        band_tolerance: float | None = 0.5,
+        options: DecisionOptions | None = None,
+        clock: StudyClock | None = None,
+        **decision_options,
     ) -> None:
         super().__init__()
         if mode not in (None, "min", "max"):
             raise InvalidInputError(f"mode must be 'min' or 'max', got {mode!r}")
-        self._options = adapter_options(
-            interval_steps=interval_steps,
-            time_budget_s=time_budget_s,
-            threshold=threshold,
-            n_startup_trials=n_startup_trials,
-            n_warmup_steps=n_warmup_steps,
-            min_points=min_points,
-            value_range=value_range,
-            margin=margin,
-            peer_percentile=peer_percentile,
-            band_tolerance=band_tolerance,
-        )
+        if options is None:
+            options = DecisionOptions(threshold=threshold, **decision_options)
+        elif decision_options:
+            raise InvalidInputError("give either options or the options to build them")
+        self.options = options
+        self.clock = clock if clock is not None else StudyClock(options.time_budget_s)
         self._metric = metric
         self._mode = mode
         self.time_attr = time_attr
-        self.interval_steps = interval_steps
-        self.time_budget_s = time_budget_s
-        self.default_budget_steps = check_default_budget(default_budget_steps)
         self._trials: dict[str, _TrialState] = {}
-        self._started_at: float | None = None
         self.decisions: dict[str, Decision] = {}
+
+    @property
+    def time_budget_s(self) -> float | None:
+        return self.clock.time_budget_s
 
     # -- search properties -----------------------------------------------------------------
 
@@ -158,28 +139,27 @@ class TTPScheduler(FIFOScheduler):
             self._metric = metric
         if mode:
             self._mode = mode
-        if self.time_budget_s is None and spec.get("time_budget_s"):
+        if self.clock.time_budget_s is None and spec.get("time_budget_s"):
             budget = spec["time_budget_s"]
             # Tune passes a number or a timedelta.
-            self.time_budget_s = float(getattr(budget, "total_seconds", lambda: budget)())
+            self.clock.time_budget_s = float(getattr(budget, "total_seconds", lambda: budget)())
         return True
 
-    def _core(self) -> DecisionCore:
+    def _direction(self) -> str:
         if self._metric is None or self._mode is None:
             raise InvalidInputError(
                 "TTPScheduler needs metric and mode: pass them here or in TuneConfig"
             )
-        return DecisionCore("maximize" if self._mode == "max" else "minimize", **self._options)
+        return "maximize" if self._mode == "max" else "minimize"
 
     # -- trial events ----------------------------------------------------------------------
 
     def on_trial_add(self, tune_controller, trial) -> None:
-        if self._started_at is None:
-            self._started_at = time.time()
+        self.clock.start()
         config = getattr(trial, "config", {}) or {}
         budget = _budget(config.get(BUDGET_KEY), f"config[{BUDGET_KEY!r}]")
         state = _TrialState(
-            budget=self.default_budget_steps if budget is None else budget,
+            budget=budget,
             schedule=config.get(SCHEDULE_KEY, "constant"),
             predicted_step_s=config.get(PREDICTED_STEP_KEY),
             band=band_arrays(config.get(BAND_KEY)),
@@ -187,7 +167,7 @@ class TTPScheduler(FIFOScheduler):
         self._trials[trial.trial_id] = state
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        core = self._core()
+        direction = self._direction()
         value = result.get(self._metric)
         if value is None or isinstance(value, bool) or not isinstance(value, numbers.Real):
             # No usable metric in this result (missing, None, text): ignored, as Ray's own
@@ -223,11 +203,10 @@ class TTPScheduler(FIFOScheduler):
         if budget is not None:
             state.budget = budget
         state.schedule = result.get(SCHEDULE_KEY, state.schedule)
-        value = state.values[-1]
-        if not should_judge(len(state.steps), value, self.interval_steps):
+        if not self.options.should_judge(state.steps, state.values[-1]):
             return TrialScheduler.CONTINUE
-        decision = core.decide(
-            state.curve(), self._peers(trial.trial_id), time_left_s=self._time_left()
+        decision = self.options.judge(
+            direction, state.curve(trial.trial_id), self._peers(trial.trial_id), self._time_left()
         )
         self.decisions[trial.trial_id] = decision
         if decision.predicted_final is not None:
@@ -266,33 +245,23 @@ class TTPScheduler(FIFOScheduler):
     # -- helpers ---------------------------------------------------------------------------
 
     def _peers(self, trial_id: str) -> list[TrialCurve]:
-        curves = []
-        for tid, state in self._trials.items():
-            if tid == trial_id or state.status not in ("running", "completed") or not state.steps:
-                continue
-            curve = state.curve()
-            curve.label = tid
-            if curve.budget_steps is None and curve.finished:
-                curve.budget_steps = float(state.steps[-1])
-            curves.append(curve)
-        return curves
+        return [
+            state.curve(tid)
+            for tid, state in self._trials.items()
+            if tid != trial_id and state.status in ("running", "completed") and state.steps
+        ]
 
     def _time_left(self) -> float | None:
-        if self.time_budget_s is None or self._started_at is None:
-            return None
-        return self.time_budget_s - (time.time() - self._started_at)
+        return self.clock.time_left()
 
     # -- checkpointing ---------------------------------------------------------------------
 
     def save(self, checkpoint_path: str) -> None:
         state = {
             "trials": self._trials,
-            "elapsed_before_save": None
-            if self._started_at is None
-            else time.time() - self._started_at,
+            "clock": self.clock.state(),
             "metric": self._metric,
             "mode": self._mode,
-            "time_budget_s": self.time_budget_s,
             "decisions": self.decisions,
         }
         with open(checkpoint_path, "wb") as fh:
@@ -305,7 +274,5 @@ class TTPScheduler(FIFOScheduler):
         self.decisions = dict(state.get("decisions", {}))
         self._metric = self._metric or state["metric"]
         self._mode = self._mode or state["mode"]
-        self.time_budget_s = self.time_budget_s or state["time_budget_s"]
-        elapsed = state["elapsed_before_save"]
         # The time budget keeps counting from where the interrupted experiment stopped.
-        self._started_at = None if elapsed is None else time.time() - elapsed
+        self.clock.restore(state["clock"])
