@@ -112,3 +112,37 @@ def test_frozen_parameters_are_not_updated_or_differentiated():
     trace = trace_training_step(model, (16,), 4)
     assert trace.n_param_tensors == 2
     assert trace.n_params == 16 * 2 + 2
+
+
+def test_tracing_leaves_other_threads_attention_alone():
+    """A trace in one thread while another trains: the other thread's SDPA is the real one
+    (same outputs as with no trace running), and the function is restored afterwards."""
+    import threading
+
+    original = nn.functional.scaled_dot_product_attention
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True).eval()
+    x = torch.randn(2, 10, 32)
+    with torch.no_grad():
+        expected = layer(x)
+    outputs, seen = [], []
+    start = threading.Event()
+
+    def train():
+        start.wait()
+        for _ in range(20):
+            seen.append(nn.functional.scaled_dot_product_attention)
+            with torch.no_grad():
+                outputs.append(layer(x))
+
+    worker = threading.Thread(target=train)
+    worker.start()
+    start.set()
+    traced = set()
+    for _ in range(5):
+        model = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+        traced |= set(trace_training_step(model, (10, 32), 2).frame().op)
+    worker.join()
+    assert "aten._scaled_dot_product_flash_attention_for_cpu" in traced
+    assert all(torch.equal(o, expected) for o in outputs)
+    assert nn.functional.scaled_dot_product_attention is original

@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import pandas as pd
 import torch
@@ -108,7 +109,6 @@ class _Recorder(TorchDispatchMode):
         return out
 
 
-_SDPA_LOCK = threading.Lock()
 _SDPA_NAMES = ("attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
 
 
@@ -157,16 +157,52 @@ def _device_sdpa(device: torch.device, math_sdpa):
     return sdpa
 
 
-@contextlib.contextmanager
-def _fused_attention(device: torch.device):
-    # nn.MultiheadAttention and user code look SDPA up in torch.nn.functional at call time.
-    with _SDPA_LOCK:
-        original = nn.functional.scaled_dot_product_attention
-        nn.functional.scaled_dot_product_attention = _device_sdpa(device, original)
-        try:
-            yield
-        finally:
-            nn.functional.scaled_dot_product_attention = original
+class _FusedAttention:
+    """While a thread traces, its ``scaled_dot_product_attention`` calls go to the kernel
+    the device would pick; every other thread's calls go to the real function.
+
+    ``nn.MultiheadAttention`` reaches SDPA through ``torch.nn.functional``'s module global,
+    which only replacing that global intercepts (a TorchFunctionMode does not see calls
+    nested in ``multi_head_attention_forward``). The replacement is installed while at least
+    one thread traces and dispatches on the calling thread, so a training step in another
+    thread (``study.optimize(n_jobs=2)``) runs exactly what it would without ttp_search.
+    """
+
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+    _tracing: ClassVar[dict[int, Callable]] = {}  # thread id -> its device SDPA
+    _original: ClassVar[Callable | None] = None
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    @classmethod
+    def _dispatch(cls, *args, **kwargs):
+        handler = cls._tracing.get(threading.get_ident())
+        if handler is None:
+            return cls._original(*args, **kwargs)
+        return handler(*args, **kwargs)
+
+    def __enter__(self):
+        cls = type(self)
+        with cls._lock:
+            if not cls._tracing:
+                cls._original = nn.functional.scaled_dot_product_attention
+                nn.functional.scaled_dot_product_attention = cls._dispatch
+            cls._tracing[threading.get_ident()] = _device_sdpa(self.device, cls._original)
+        return self
+
+    def __exit__(self, *exc):
+        cls = type(self)
+        with cls._lock:
+            cls._tracing.pop(threading.get_ident(), None)
+            if not cls._tracing and cls._original is not None:
+                nn.functional.scaled_dot_product_attention = cls._original
+                cls._original = None
+        return False
+
+
+def _fused_attention(device: torch.device) -> _FusedAttention:
+    return _FusedAttention(device)
 
 
 class _ThreadsTracing(logging.Filter):

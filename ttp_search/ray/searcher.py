@@ -13,7 +13,7 @@ from ttp_search._checks import check_int, check_positive_seconds
 from ttp_search.engine.calibration import Observation
 from ttp_search.engine.choice import Completed
 from ttp_search.engine.planner import History, Planner, PlanRecord
-from ttp_search.engine.space import observed_space
+from ttp_search.engine.space import Categorical, Dimension, Numeric, observed_space
 from ttp_search.errors import InvalidInputError
 from ttp_search.ray.scheduler import (
     BAND_KEY,
@@ -102,6 +102,7 @@ class CostAwareSearcher(Searcher):
         self._live: dict[str, dict] = {}  # Ray's trial id -> the config it runs
         self._finished: list[dict] = []  # {"config", "value", "step_s", "reached"}
         self.rejected: list[tuple[dict, str]] = []  # (config, why) never run
+        self._space: dict = {}  # the param_space's dimensions, once Tune passes it
 
     @property
     def time_budget_s(self) -> float | None:
@@ -112,6 +113,8 @@ class CostAwareSearcher(Searcher):
         if clock.time_budget_s is None and spec.get("time_budget_s"):
             budget = spec["time_budget_s"]
             clock.time_budget_s = float(getattr(budget, "total_seconds", lambda: budget)())
+        if config:
+            self._space = tune_space(config)
         ok = self.searcher.set_search_properties(metric, mode, config, **spec)
         self._metric, self._mode = self.searcher.metric, self.searcher.mode
         return ok
@@ -183,7 +186,8 @@ class CostAwareSearcher(Searcher):
             for p, c, f in zip(params, configs, self._finished, strict=True)
             if f["reached"] and c.get(CROSSING_KEY)
         ]
-        return History(completed, steps, step_times, observed_space(params), minimize)
+        space = {**observed_space(params), **self._space}
+        return History(completed, steps, step_times, space, minimize)
 
     def _config(self, record: PlanRecord) -> dict:
         out = {
@@ -240,6 +244,24 @@ class CostAwareSearcher(Searcher):
         self._live, self._finished = dict(state.get("live", {})), list(state.get("finished", []))
         # The experiment's clock goes on from where it stopped, as TTPScheduler's does.
         self.planner.clock.restore(state.get("clock", {}))
+
+
+def tune_space(config: dict) -> dict[str, Dimension]:
+    """The dimensions of a Tune ``param_space`` (``tune.uniform``, ``loguniform``, ``randint``,
+    ``choice``, ...); constants and nested dicts are left out."""
+    from ray.tune.search.sample import Categorical as TuneCategorical
+    from ray.tune.search.sample import Float, Integer
+
+    space: dict[str, Dimension] = {}
+    for name, domain in config.items():
+        log = "Log" in type(getattr(domain, "get_sampler", lambda: None)()).__name__
+        if isinstance(domain, Float):
+            space[name] = Numeric(float(domain.lower), float(domain.upper), log)
+        elif isinstance(domain, Integer):  # randint's upper bound is exclusive
+            space[name] = Numeric(float(domain.lower), float(domain.upper) - 1, log)
+        elif isinstance(domain, TuneCategorical):
+            space[name] = Categorical(tuple(domain.categories))
+    return space
 
 
 class _Exhausted(Exception):
