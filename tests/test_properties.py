@@ -119,8 +119,10 @@ def test_steps_for_fraction_is_at_least_one_and_proportional(fraction, reference
 @given(st.floats(1e-5, 1.0), st.floats(0.01, 100.0), st.integers(1, 10_000))
 def test_planner_never_plans_past_the_cap(step_s, cap, max_steps):
     plan = BudgetPlanner(lambda p: step_s, trial_budget_s=cap, max_steps=max_steps).plan({})
+    fits = math.floor(cap / step_s * (1 + 1e-12))
+    assert plan.steps == min(fits, max_steps)
+    assert plan.feasible == (plan.steps >= 1)
     if plan.feasible:
-        assert 1 <= plan.steps <= max_steps
-        assert plan.steps * plan.step_high_s <= cap * (1 + 1e-9) or plan.steps == 1
+        assert plan.steps * plan.step_high_s <= cap * (1 + 1e-9)
     else:
-        assert plan.reason
+        assert plan.limit == "trial_time" and "per-trial cap" in plan.reason

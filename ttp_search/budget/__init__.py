@@ -6,10 +6,12 @@ from ttp_search.budget.conversions import (
     steps_for_fraction,
     steps_for_model_budget,
 )
+from ttp_search.budget.schedule import Schedule
 from ttp_search.budget.schedules import LinearDecayLR
 
 __all__ = [
     "LinearDecayLR",
+    "Schedule",
     "StepBudget",
     "steps_for_budget",
     "steps_for_fraction",

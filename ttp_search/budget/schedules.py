@@ -11,6 +11,7 @@ import torch
 from torch.optim.lr_scheduler import LRScheduler
 
 from ttp_search._checks import check_int, check_real
+from ttp_search.budget.schedule import Schedule
 from ttp_search.errors import InvalidInputError
 
 __all__ = ["LinearDecayLR", "check_int"]
@@ -66,6 +67,12 @@ class LinearDecayLR(LRScheduler):
         span = self.total_steps - self.warmup_steps
         frac = min(1.0, (step - self.warmup_steps) / span)
         return self.final_lr + (base_lr - self.final_lr) * (1.0 - frac)
+
+    def schedule(self) -> Schedule:
+        """This scheduler's shape as the engines' :class:`Schedule` (the first group's)."""
+        start = self.base_lrs[0] if self.base_lrs else 0.0
+        final = self.final_lr / start if start > 0 else 0.0
+        return Schedule("linear", self.warmup_steps, min(final, 1.0))
 
     def get_lr(self) -> list[float]:
         return [self.lr_at(self.last_epoch, base) for base in self.base_lrs]

@@ -32,6 +32,7 @@ from scipy.optimize import minimize, minimize_scalar
 from scipy.special import ndtr
 
 from ttp_search._checks import check_real
+from ttp_search.budget.schedule import Schedule
 from ttp_search.curves._validate import as_curve
 from ttp_search.errors import InvalidInputError
 
@@ -436,14 +437,9 @@ def linear_decay_schedule(
         raise InvalidInputError(
             f"warmup_steps must be in [0, total_steps={total_steps:g}), got {warmup_steps!r}"
         )
+    if warmup_steps != int(warmup_steps):
+        raise InvalidInputError(f"warmup_steps must be a whole number, got {warmup_steps!r}")
     if not 0 <= final_fraction <= 1:
         raise InvalidInputError(f"final_fraction must be in [0, 1], got {final_fraction!r}")
 
-    def rel(k: np.ndarray) -> np.ndarray:
-        k = np.asarray(k, dtype=np.float64)
-        warm = (k + 1) / (warmup_steps + 1)
-        frac = np.clip((k - warmup_steps) / max(total_steps - warmup_steps, 1e-12), 0, 1)
-        decay = final_fraction + (1 - final_fraction) * (1 - frac)
-        return np.where(k < warmup_steps, warm, decay)
-
-    return rel
+    return Schedule("linear", int(warmup_steps), float(final_fraction)).rate(total_steps)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -38,13 +37,15 @@ from scipy.special import log_softmax, softmax
 from torch import nn
 
 from ttp_search._checks import check_int, check_real
+from ttp_search.budget.schedule import Schedule as BudgetSchedule
+from ttp_search.budget.schedule import ScheduleLike, as_schedule
 from ttp_search.dynamics.jacobian import sketched_jacobian, weight_direction
 from ttp_search.dynamics.recursion import mse_run
 from ttp_search.dynamics.spectrum import extrapolation_factors
 from ttp_search.errors import InvalidInputError
 
 Loss = Literal["ce", "mse"]
-Schedule = str | Callable[[np.ndarray], np.ndarray]
+Schedule = ScheduleLike  # a name, a budget.Schedule or a callable of the steps
 _Z = 1.2815515655446004  # 80% two-sided normal quantile
 # Budget searches resolve the mean's crossing to 1/32 of the budget (inside any sensible
 # safety margin), the band's edges to 1/8.
@@ -66,25 +67,17 @@ class StepsEstimate:
 MAX_SIMULATED_STEPS = 10_000_000
 
 
-def schedule_factors(schedule: Schedule, steps: int) -> np.ndarray:
-    """Learning-rate factor of each of ``steps`` steps (``η_t / η``)."""
+def schedule_factors(schedule: ScheduleLike, steps: int) -> np.ndarray:
+    """Learning-rate factor of each of ``steps`` steps (``η_t / η``): a schedule name, a
+    :class:`~ttp_search.budget.Schedule` (warm-up included) or a callable of the steps."""
     k = np.arange(steps, dtype=np.float64)
-    if callable(schedule):
-        out = np.asarray(schedule(k), dtype=np.float64)
-        if out.shape != k.shape or not np.all(np.isfinite(out)) or np.any(out < 0):
-            raise InvalidInputError("a schedule callable must map steps to factors >= 0")
-        return out
-    if schedule == "constant":
-        return np.ones(steps)
-    if schedule == "linear":  # LinearDecayLR: η(1 − t/T)
-        return 1.0 - k / steps
-    if schedule == "cosine":  # CosineAnnealingLR with T_max = steps
-        return 0.5 * (1.0 + np.cos(np.pi * k / steps))
-    if schedule == "step":  # MultiStepLR, milestones at 50% and 75%, gamma 0.1
-        return np.where(k < steps // 2, 1.0, np.where(k < (3 * steps) // 4, 0.1, 0.01))
-    raise InvalidInputError(
-        f"unknown schedule {schedule!r}: use constant, linear, cosine, step or a callable"
-    )
+    shape = as_schedule(schedule)
+    if isinstance(shape, BudgetSchedule):
+        return shape.factors(steps)
+    out = np.asarray(shape(k), dtype=np.float64)
+    if out.shape != k.shape or not np.all(np.isfinite(out)) or np.any(out < 0):
+        raise InvalidInputError("a schedule callable must map steps to factors >= 0")
+    return out
 
 
 class LinearizedSDE:

@@ -24,7 +24,8 @@ from ttp_search._checks import (
     check_real,
     check_value_range,
 )
-from ttp_search.curves import extrapolate, linear_decay_schedule
+from ttp_search.budget.schedule import KINDS, ScheduleLike, as_schedule, rate_of
+from ttp_search.curves import extrapolate
 from ttp_search.errors import InvalidInputError
 
 Direction = Literal["minimize", "maximize"]
@@ -34,7 +35,7 @@ class ValueRangeWarning(UserWarning):
     """Reported values fall outside the ``value_range`` the pruner or scheduler was given."""
 
 
-SCHEDULES = ("constant", "linear")
+SCHEDULES = KINDS  # the schedule names every engine knows
 
 
 @dataclass
@@ -44,7 +45,8 @@ class TrialCurve:
     steps: np.ndarray
     values: np.ndarray
     budget_steps: float | None = None
-    schedule: str = "constant"
+    # A schedule name, a budget.Schedule (warm-up included), its dict form, or a callable.
+    schedule: ScheduleLike = "constant"
     elapsed_s: float | None = None
     predicted_step_s: float | None = None
     # Seconds per step between the two latest reports: free of start-up time, so the cost
@@ -70,8 +72,7 @@ class TrialCurve:
             raise InvalidInputError(
                 f"steps ({self.steps.size}) and values ({self.values.size}) differ in length"
             )
-        if self.schedule not in SCHEDULES:
-            raise InvalidInputError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        as_schedule(self.schedule)  # refuses an unknown name, naming it
 
     @property
     def result(self) -> float | None:
@@ -224,7 +225,7 @@ class DecisionCore:
             return None
         budget = trial.budget_steps if trial.budget_steps else trial.last_step
         budget = max(float(budget), trial.last_step)
-        schedule = linear_decay_schedule(budget) if trial.schedule == "linear" else None
+        schedule = rate_of(trial.schedule, budget)
         return extrapolate(
             trial.steps,
             trial.values,

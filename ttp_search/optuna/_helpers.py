@@ -14,7 +14,7 @@ import torch
 
 from ttp_search._checks import check_int, check_real
 from ttp_search.budget import LinearDecayLR
-from ttp_search.engine import SCHEDULES
+from ttp_search.budget.schedule import ScheduleLike, stored
 from ttp_search.errors import InvalidInputError
 from ttp_search.optuna import keys
 from ttp_search.optuna._private import cached_trial, trial_id
@@ -23,17 +23,18 @@ from ttp_search.optuna._storage import elapsed_since
 _logger = logging.getLogger("ttp_search")
 
 
-def set_budget(trial: optuna.Trial, steps: int, schedule: str | None = None) -> None:
+def set_budget(trial: optuna.Trial, steps: int, schedule: ScheduleLike | None = None) -> None:
     """Set the trial's total steps, in the same unit as the steps passed to :func:`report`.
 
-    ``schedule="linear"`` says the learning rate decays linearly to 0 at ``steps`` (what
-    :func:`linear_decay_lr` records for you), so the pruner expects the late drop in loss.
+    ``schedule`` is the learning-rate schedule the budget runs under: a name
+    (``"linear"``, ``"cosine"``, ``"step"``, ``"constant"``) or a
+    :class:`~ttp_search.budget.Schedule` with warm-up (what :func:`linear_decay_lr` records
+    for you), so the pruner extrapolates the curve under that schedule, expecting the late
+    drop in loss as the rate goes to 0.
     """
     trial.set_user_attr(keys.BUDGET, check_int("steps", steps, 1))
     if schedule is not None:
-        if schedule not in SCHEDULES:
-            raise InvalidInputError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-        trial.set_user_attr(keys.SCHEDULE, schedule)
+        trial.set_user_attr(keys.SCHEDULE, stored(schedule))
 
 
 def get_budget(trial: optuna.Trial, default: int | None = None) -> int:
@@ -134,8 +135,9 @@ def linear_decay_lr(
     pruner extrapolates its curve knowing the loss will drop as the learning rate goes to 0.
     """
     total = get_budget(trial)
-    trial.set_user_attr(keys.SCHEDULE, "linear")
-    return LinearDecayLR(optimizer, total, warmup_steps=warmup_steps, final_lr=final_lr)
+    scheduler = LinearDecayLR(optimizer, total, warmup_steps=warmup_steps, final_lr=final_lr)
+    trial.set_user_attr(keys.SCHEDULE, stored(scheduler.schedule()))
+    return scheduler
 
 
 def record_failures(objective: Callable[[optuna.Trial], float]) -> Callable[[optuna.Trial], float]:

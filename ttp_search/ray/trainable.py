@@ -9,6 +9,7 @@ from ray import tune
 
 from ttp_search._checks import check_int
 from ttp_search.budget import LinearDecayLR
+from ttp_search.budget.schedule import stored
 from ttp_search.errors import InvalidInputError
 from ttp_search.ray.scheduler import BUDGET_KEY, SCHEDULE_KEY, STEP_KEY
 
@@ -31,10 +32,11 @@ def linear_decay_lr(
     final_lr: float = 0.0,
 ) -> LinearDecayLR:
     """A LinearDecayLR ending at the config's budget; later reports say the schedule is linear."""
-    config[SCHEDULE_KEY] = "linear"
-    return LinearDecayLR(
+    scheduler = LinearDecayLR(
         optimizer, budget_steps(config), warmup_steps=warmup_steps, final_lr=final_lr
     )
+    config[SCHEDULE_KEY] = stored(scheduler.schedule())
+    return scheduler
 
 
 def report(metrics: dict[str, Any], step: int, config: dict[str, Any], checkpoint=None) -> None:

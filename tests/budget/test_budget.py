@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -119,3 +120,39 @@ def test_model_budget_uses_the_cost_model(calibrated):
     budget = steps_for_model_budget(5.0, model, (32,), 16, "adam", cost_model=calibrated)
     assert budget.low <= budget.steps <= budget.high
     assert budget.steps == steps_for_budget(5.0, budget.step_time_s)
+
+
+def test_one_schedule_type_for_every_engine():
+    from ttp_search.budget import Schedule
+    from ttp_search.curves import linear_decay_schedule
+    from ttp_search.dynamics import schedule_factors
+
+    # The SDE's named schedules are the Schedule's shapes.
+    for kind in ("constant", "linear", "cosine", "step"):
+        assert np.allclose(schedule_factors(kind, 37), Schedule(kind).factors(37))
+    # LinearDecayLR's real rates are its Schedule's, warm-up and final rate included.
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.2)
+    sched = LinearDecayLR(opt, 20, warmup_steps=3, final_lr=0.02)
+    rates = []
+    for _ in range(20):
+        rates.append(opt.param_groups[0]["lr"] / 0.2)
+        opt.step()
+        sched.step()
+    assert np.allclose(rates, sched.schedule().factors(20))
+    assert np.allclose(linear_decay_schedule(20, 3, 0.1)(np.arange(20.0)), rates)
+
+
+def test_the_pruner_extrapolates_a_warm_up_cosine_trial_under_its_schedule():
+    from ttp_search.budget import Schedule
+    from ttp_search.engine import DecisionCore, TrialCurve
+
+    core = DecisionCore(n_startup_trials=0, min_points=3)
+    k = np.arange(1, 31, dtype=np.float64)
+    warm_cosine = Schedule("cosine", warmup_steps=10)
+    rate = warm_cosine.rate(100)(k)
+    cumulative = np.cumsum(rate)
+    values = 0.1 + 1.0 / (1.0 + cumulative / 5.0)  # progress runs on cumulative rate
+    under = core.predict(TrialCurve(k, values, budget_steps=100, schedule=warm_cosine))
+    flat = core.predict(TrialCurve(k, values, budget_steps=100))
+    truth = 0.1 + 1.0 / (1.0 + np.cumsum(warm_cosine.rate(100)(np.arange(1, 101.0)))[-1] / 5.0)
+    assert abs(under.mean - truth) < abs(flat.mean - truth)

@@ -352,7 +352,7 @@ def test_finetune_study_runs_end_to_end(calibrated, tmp_path):
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "studies"))
     import finetune_search
 
     out = tmp_path / "ft"

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import statistics
+
 import pytest
 
 from ttp_search.cost._timing import median_time
@@ -11,7 +13,8 @@ def test_median_time_warmup_and_repeats_counted():
     assert len(result.samples_s) == 4
     # warm-up + one sizing call + the remaining blocks of one call each
     assert len(calls) == 2 + 1 + 3
-    assert result.median_s >= 0
+    assert result.median_s == statistics.median(result.samples_s)
+    assert all(s > 0 for s in result.samples_s)
 
 
 def test_min_block_batches_short_calls():
