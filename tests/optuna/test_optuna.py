@@ -16,7 +16,7 @@ import torch
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from ttp_search.budget import LinearDecayLR
+from ttp_search.budget import LinearDecayLR, Schedule
 from ttp_search.engine import DecisionCore, TrialCurve
 from ttp_search.engine.choice import Completed, ExpectedImprovementPerSecond
 from ttp_search.engine.space import Numeric
@@ -355,8 +355,8 @@ def test_decision_core_bad_input():
     ):
         with pytest.raises(InvalidInputError, match=match):
             DecisionCore(**kwargs)
-    with pytest.raises(InvalidInputError, match="schedule"):
-        TrialCurve([1.0], [1.0], schedule="cosine")
+    with pytest.raises(InvalidInputError, match="schedule 'exp'"):
+        TrialCurve([1.0], [1.0], schedule="exp")
 
 
 def test_remaining_cost_uses_the_recent_rate_not_start_up_time():
@@ -389,9 +389,15 @@ def test_set_budget_records_the_schedule():
     study = optuna.create_study()
     trial = study.ask()
     set_budget(trial, 100, schedule="linear")
-    assert trial.user_attrs["ttp:schedule"] == "linear"
-    with pytest.raises(InvalidInputError, match="schedule"):
-        set_budget(trial, 100, schedule="cosine")
+    assert trial.user_attrs[keys.SCHEDULE] == "linear"
+    set_budget(trial, 100, schedule=Schedule("cosine", warmup_steps=5))
+    assert trial.user_attrs[keys.SCHEDULE] == {
+        "kind": "cosine",
+        "warmup_steps": 5,
+        "final_fraction": 0.0,
+    }
+    with pytest.raises(InvalidInputError, match="schedule 'exp'"):
+        set_budget(trial, 100, schedule="exp")
 
 
 def test_planner_sizes_against_the_slow_end_when_the_study_is_ending():

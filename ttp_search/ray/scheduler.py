@@ -21,6 +21,7 @@ STEP_KEY = "ttp_step"
 BUDGET_KEY = "ttp_budget_steps"
 SCHEDULE_KEY = "ttp_schedule"
 PREDICTED_STEP_KEY = "ttp_predicted_step_s"
+TARGET_REACHED_KEY = "ttp_target_reached_step"  # a result's first step at the target
 BAND_KEY = "ttp_band"  # {"step": [...], "low": [...], "high": [...]}: a predicted curve
 
 

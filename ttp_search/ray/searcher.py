@@ -21,6 +21,7 @@ from ttp_search.ray.scheduler import (
     PREDICTED_STEP_KEY,
     SCHEDULE_KEY,
     STEP_KEY,
+    TARGET_REACHED_KEY,
 )
 
 PREDICTED_SECONDS_KEY = "ttp_predicted_seconds"
@@ -29,7 +30,6 @@ PREDICTED_HIGH_KEY = "ttp_predicted_high"
 TARGET_STEPS_KEY = "ttp_predicted_target_steps"
 MODEL_STEP_KEY = "ttp_model_step_s"  # the cost model's step time, before calibration
 CROSSING_KEY = "ttp_predicted_crossing_step"  # the steps model's own first step at the target
-TARGET_REACHED_KEY = "ttp_target_reached_step"  # a result's first step at the target
 TTP_KEYS = (
     TARGET_STEPS_KEY,
     BAND_KEY,

@@ -11,7 +11,7 @@ from ttp_search._checks import check_int
 from ttp_search.budget import LinearDecayLR
 from ttp_search.budget.schedule import stored
 from ttp_search.errors import InvalidInputError
-from ttp_search.ray.scheduler import BUDGET_KEY, SCHEDULE_KEY, STEP_KEY
+from ttp_search.ray.scheduler import BUDGET_KEY, SCHEDULE_KEY, STEP_KEY, TARGET_REACHED_KEY
 
 
 def budget_steps(config: dict[str, Any], default: int | None = None) -> int:
@@ -39,10 +39,21 @@ def linear_decay_lr(
     return scheduler
 
 
-def report(metrics: dict[str, Any], step: int, config: dict[str, Any], checkpoint=None) -> None:
-    """``ray.tune.report`` plus the fields TTPScheduler reads: step, budget and schedule."""
+def report(
+    metrics: dict[str, Any],
+    step: int,
+    config: dict[str, Any],
+    checkpoint=None,
+    *,
+    target_reached_step: int | None = None,
+) -> None:
+    """``ray.tune.report`` plus the fields TTPScheduler and CostAwareSearcher read: step,
+    budget, schedule, and (once the search's training target is reached) the first step at
+    which it was, which calibrates the searcher's steps model."""
     step = check_int("step", step, 0)
     extra = {STEP_KEY: step, SCHEDULE_KEY: config.get(SCHEDULE_KEY, "constant")}
     if BUDGET_KEY in config:
         extra[BUDGET_KEY] = config[BUDGET_KEY]
+    if target_reached_step is not None:
+        extra[TARGET_REACHED_KEY] = check_int("target_reached_step", target_reached_step, 1)
     tune.report({**metrics, **extra}, checkpoint=checkpoint)
