@@ -8,11 +8,11 @@ from ttp_search.engine.decision import (
     SCHEDULES,
     Decision,
     DecisionCore,
-    DecisionOptions,
     Rule,
     TrialCurve,
     ValueRangeWarning,
 )
+from ttp_search.engine.judging import DecisionOptions
 from ttp_search.engine.planner import History, Planner, PlanRecord
 from ttp_search.engine.planning import BudgetPlanner, Limit, TrialPlan
 from ttp_search.engine.space import Categorical, Numeric

@@ -13,14 +13,13 @@ import enum
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import numpy as np
 
 from ttp_search._checks import (
     check_int,
-    check_positive_seconds,
     check_real,
     check_value_range,
 )
@@ -418,100 +417,3 @@ class DecisionCore:
         if len(peers) < max(self.n_min_trials, 1):
             return None
         return float(np.mean([self.better(mine, v) for v in peers]))
-
-
-@dataclass(frozen=True)
-class DecisionOptions:
-    """Everything TTPPruner and TTPScheduler take beside the direction, validated once,
-    and the rules both apply around the core: which reports are judged, and the budget of
-    a trial that has none.
-
-    ``interval_steps`` and ``n_warmup_steps`` mean what they mean in Optuna's pruners: a
-    report is judged when it is the first at or after a step ``n_warmup_steps + k *
-    interval_steps``; ``default_budget_steps`` is the budget of trials without one (default:
-    the longest completed trial's last step; with none completed, the trial's own step).
-    """
-
-    threshold: float = 0.05
-    n_startup_trials: int = 5
-    n_warmup_steps: int = 0
-    interval_steps: int = 1
-    n_min_trials: int = 5
-    min_points: int = 3
-    time_budget_s: float | None = None
-    value_range: tuple[float, float] | None = None
-    default_budget_steps: int | None = None
-    margin: float = 0.0
-    peer_percentile: float | None = 50.0
-    band_tolerance: float | None = 0.5
-
-    def __post_init__(self) -> None:
-        check_int("interval_steps", self.interval_steps, 1)
-        check_positive_seconds("time_budget_s", self.time_budget_s)
-        check_default_budget(self.default_budget_steps)
-        self.core("minimize")  # the core validates its own options
-
-    def core(self, direction: Direction) -> DecisionCore:
-        return DecisionCore(
-            direction,
-            threshold=self.threshold,
-            n_startup_trials=self.n_startup_trials,
-            n_warmup_steps=self.n_warmup_steps,
-            n_min_trials=self.n_min_trials,
-            min_points=self.min_points,
-            value_range=self.value_range,
-            margin=self.margin,
-            peer_percentile=self.peer_percentile,
-            band_tolerance=self.band_tolerance,
-        )
-
-    def should_judge(self, steps: Sequence[float], value: float) -> bool:
-        """Judge the latest report (steps so far, its value)? Always a non-finite one."""
-        if not math.isfinite(value):
-            return True
-        step = float(steps[-1])
-        if step < self.n_warmup_steps:
-            return False
-        # The first report at or after the latest pruning step is judged, as in Optuna.
-        mark = (step - self.n_warmup_steps) // self.interval_steps * self.interval_steps
-        mark += self.n_warmup_steps
-        return not any(mark <= s < step for s in steps[:-1])
-
-    def budget_for(self, trial: TrialCurve, others: Sequence[TrialCurve]) -> float | None:
-        """The budget ``trial`` is judged at: its own, ``default_budget_steps``, else the
-        longest completed trial's last step (a trial without a budget is assumed to run as
-        long as completed ones), else ``None`` (judged at its current step)."""
-        if trial.budget_steps is not None:
-            return trial.budget_steps
-        if self.default_budget_steps is not None:
-            return float(self.default_budget_steps)
-        done = [c.last_step for c in others if c.finished and c.steps.size]
-        return max(done) if done else None
-
-    def judge(
-        self,
-        direction: Direction,
-        trial: TrialCurve,
-        others: Sequence[TrialCurve],
-        time_left_s: float | None,
-    ) -> Decision:
-        """The decision for ``trial``'s latest report (budget filled in by the rule above)."""
-        budget = self.budget_for(trial, others)
-        if budget != trial.budget_steps:
-            trial = replace(trial, budget_steps=budget)
-        # A completed trial without a budget ran to its last step: that is its budget when
-        # peers are compared at the same fraction of theirs.
-        others = [
-            replace(c, budget_steps=c.last_step)
-            if c.finished and c.budget_steps is None and c.steps.size
-            else c
-            for c in others
-        ]
-        return self.core(direction).decide(trial, others, time_left_s=time_left_s)
-
-
-def check_default_budget(default_budget_steps: object) -> float | None:
-    """``default_budget_steps`` of the adapters: ``None`` or an integer >= 1."""
-    if default_budget_steps is None:
-        return None
-    return float(check_int("default_budget_steps", default_budget_steps, 1))

@@ -8,7 +8,8 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from ttp_search.engine import Decision, TrialCurve
-from ttp_search.engine.decision import DecisionOptions, Rule
+from ttp_search.engine.decision import Rule
+from ttp_search.engine.judging import DecisionOptions
 from ttp_search.optuna import _storage as storage
 from ttp_search.optuna import keys
 from ttp_search.optuna._helpers import stop_study

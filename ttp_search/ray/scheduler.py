@@ -13,7 +13,8 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from ttp_search.engine import Decision
 from ttp_search.engine.clock import StudyClock
-from ttp_search.engine.decision import DecisionOptions, TrialCurve
+from ttp_search.engine.decision import TrialCurve
+from ttp_search.engine.judging import DecisionOptions
 from ttp_search.engine.planning import band_arrays
 from ttp_search.errors import InvalidInputError
 
