@@ -48,7 +48,12 @@ def train_nas(config: dict) -> None:
         train_s += seconds
         if step % every == 0 or step == steps:
             acc = nas.accuracy(model, x_val, y_val) if math.isfinite(loss) else math.nan
-            report({"val_acc": acc, "measured_step_s": train_s / step}, step, config)
+            report(
+                {"val_acc": acc, "measured_step_s": train_s / step},
+                step,
+                config,
+                elapsed_s=train_s,
+            )
 
 
 def results_table(results, scheduler: TTPScheduler) -> tuple[pd.DataFrame, list]:

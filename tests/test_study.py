@@ -61,7 +61,10 @@ def test_ray_study_runs_end_to_end(calibrated, tmp_path):
     import ray_nas
 
     out = tmp_path / "ray"
-    args = ["--budget", "20", "--max-steps", "100", "--out", str(out), "--name", "smoke"]
+    args = ["--budget", "30", "--max-steps", "100", "--out", str(out), "--name", "smoke"]
+    # A per-trial cap that holds 50 steps even when the calibrated step time is several
+    # times the model's (the searcher calibrates it from the first finished trial).
+    args += ["--trial-budget", "6"]
     args += ["--threads", str(torch.get_num_threads()), "--num-samples", "6", "--num-cpus", "1"]
     assert ray_nas.main(args) == 0
     df = pd.read_csv(out / "trials.csv")

@@ -22,6 +22,7 @@ STEP_KEY = "ttp_step"
 BUDGET_KEY = "ttp_budget_steps"
 SCHEDULE_KEY = "ttp_schedule"
 PREDICTED_STEP_KEY = "ttp_predicted_step_s"
+ELAPSED_KEY = "ttp_elapsed_s"  # seconds of training so far, when the trainable reports them
 TARGET_REACHED_KEY = "ttp_target_reached_step"  # a result's first step at the target
 BAND_KEY = "ttp_band"  # {"step": [...], "low": [...], "high": [...]}: a predicted curve
 
@@ -198,7 +199,7 @@ class TTPScheduler(FIFOScheduler):
         budget = _budget(result.get(BUDGET_KEY), f"result[{BUDGET_KEY!r}]")
         state.steps.append(float(step))
         state.values.append(float(value))
-        elapsed = result.get("time_total_s")
+        elapsed = result.get(ELAPSED_KEY, result.get("time_total_s"))
         if elapsed is not None and state.elapsed_s is not None and len(state.steps) > 1:
             state.recent_step_s = (elapsed - state.elapsed_s) / (state.steps[-1] - state.steps[-2])
         state.elapsed_s = elapsed if elapsed is not None else state.elapsed_s

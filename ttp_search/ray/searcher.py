@@ -18,6 +18,7 @@ from ttp_search.errors import InvalidInputError
 from ttp_search.ray.scheduler import (
     BAND_KEY,
     BUDGET_KEY,
+    ELAPSED_KEY,
     PREDICTED_STEP_KEY,
     SCHEDULE_KEY,
     STEP_KEY,
@@ -52,7 +53,9 @@ class CostAwareSearcher(Searcher):
     The policy is the :class:`~ttp_search.engine.Planner`'s, the same as
     :class:`ttp_search.optuna.CostAwareSampler`'s: pricing, budgets, both calibrations (from
     the results of finished trials: ``time_total_s`` over ``ttp_step`` for the step time,
-    ``ttp_target_reached_step`` for the steps model) and the study clock. The simple path
+    ``ttp_target_reached_step`` for the steps model; the step time is ``ttp_elapsed_s`` over
+    ``ttp_step`` when the trainable reports its training seconds, else ``time_total_s``)
+    and the study clock. The simple path
     builds the default planner from ``cost_fn``, ``trial_budget_s``, ``time_budget_s`` (also
     read from ``TuneConfig``), ``max_steps`` and further ``planner_options``.
 
@@ -273,7 +276,7 @@ def _finished(config: dict, result: dict, metric: str | None) -> dict:
     steps), and steps to the target (or a lower bound when it completed short of it)."""
     value = result.get(metric) if metric else None
     value = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-    step, elapsed = result.get(STEP_KEY), result.get("time_total_s")
+    step, elapsed = result.get(STEP_KEY), result.get(ELAPSED_KEY, result.get("time_total_s"))
     step_s = None
     if isinstance(step, int | float) and step >= MIN_TIMED_STEPS and elapsed:
         step_s = float(elapsed) / float(step)

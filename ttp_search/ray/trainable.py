@@ -7,11 +7,17 @@ from typing import Any
 import torch
 from ray import tune
 
-from ttp_search._checks import check_int
+from ttp_search._checks import check_int, check_real
 from ttp_search.budget import LinearDecayLR
 from ttp_search.budget.schedule import stored
 from ttp_search.errors import InvalidInputError
-from ttp_search.ray.scheduler import BUDGET_KEY, SCHEDULE_KEY, STEP_KEY, TARGET_REACHED_KEY
+from ttp_search.ray.scheduler import (
+    BUDGET_KEY,
+    ELAPSED_KEY,
+    SCHEDULE_KEY,
+    STEP_KEY,
+    TARGET_REACHED_KEY,
+)
 
 
 def budget_steps(config: dict[str, Any], default: int | None = None) -> int:
@@ -45,15 +51,19 @@ def report(
     config: dict[str, Any],
     checkpoint=None,
     *,
+    elapsed_s: float | None = None,
     target_reached_step: int | None = None,
 ) -> None:
     """``ray.tune.report`` plus the fields TTPScheduler and CostAwareSearcher read: step,
-    budget, schedule, and (once the search's training target is reached) the first step at
-    which it was, which calibrates the searcher's steps model."""
+    budget, schedule, the seconds of training so far (``elapsed_s``; without it Ray's
+    ``time_total_s``, which counts the trainable's start-up too, times the steps), and (once
+    the search's training target is reached) the first step at which it was."""
     step = check_int("step", step, 0)
     extra = {STEP_KEY: step, SCHEDULE_KEY: config.get(SCHEDULE_KEY, "constant")}
     if BUDGET_KEY in config:
         extra[BUDGET_KEY] = config[BUDGET_KEY]
+    if elapsed_s is not None:
+        extra[ELAPSED_KEY] = check_real("elapsed_s", elapsed_s, low=0.0)
     if target_reached_step is not None:
         extra[TARGET_REACHED_KEY] = check_int("target_reached_step", target_reached_step, 1)
     tune.report({**metrics, **extra}, checkpoint=checkpoint)
