@@ -20,6 +20,13 @@ from ttp_search._checks import check_real
 from ttp_search.engine.space import Space, similarity
 from ttp_search.errors import InvalidInputError
 
+#: A clock over fewer steps says more about warm-up (allocation, lazy initialisation) than
+#: about the step time.
+MIN_TIMED_STEPS = 20
+#: A completed trial that ran its whole budget short of the target needed more than its
+#: budget: it enters with this many budgets, a lower bound.
+SHORT_OF_TARGET = 1.25
+
 
 @dataclass(frozen=True)
 class Observation:

@@ -15,18 +15,12 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
-from ttp_search.engine.calibration import Observation
+from ttp_search.engine.calibration import MIN_TIMED_STEPS, SHORT_OF_TARGET, Observation
 from ttp_search.engine.choice import Completed
 from ttp_search.engine.planner import History
 from ttp_search.engine.space import Categorical, Dimension, Numeric
 from ttp_search.optuna import keys
 
-#: A clock over fewer steps says more about warm-up (allocation, lazy initialisation) than
-#: about the step time.
-MIN_TIMED_STEPS = 20
-#: A completed trial that ran its whole budget short of the target needed more than its
-#: budget: it enters with this many budgets, a lower bound.
-SHORT_OF_TARGET = 1.25
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 

@@ -108,11 +108,12 @@ class CostAwareSampler(BaseSampler):
 
     # -- the planner's view of the study ---------------------------------------------------
 
-    def history(self, study: optuna.Study, space=None) -> History:
-        """The study's finished trials in the planner's terms (one storage read)."""
+    def history(self, study: optuna.Study, space=None, trials=None) -> History:
+        """The study's finished trials in the planner's terms (``trials``: the study's
+        trials when the caller has already read them from storage)."""
         space = space if space is not None else (self.search_space or {})
         return study_history(
-            study.get_trials(deepcopy=False),
+            study.get_trials(deepcopy=False) if trials is None else trials,
             space,
             minimize=study.directions[0] == StudyDirection.MINIMIZE,
             multi_objective=len(study.directions) > 1,
@@ -120,12 +121,18 @@ class CostAwareSampler(BaseSampler):
             step_times=self.planner.step_time_calibration is not None,
         )
 
-    def time_left(self, study: optuna.Study) -> float | None:
-        return self.planner.clock.time_left(storage.study_start(study))
+    def time_left(self, study: optuna.Study, trials=None) -> float | None:
+        return self.planner.clock.time_left(storage.study_start(study, trials))
+
+    def _view(self, study: optuna.Study, space=None) -> tuple[History, float | None]:
+        """History and time left from one read of the study's trials."""
+        trials = study.get_trials(deepcopy=False)
+        return self.history(study, space, trials), self.time_left(study, trials)
 
     def plan(self, study: optuna.Study, params: dict[str, Any]) -> TrialPlan:
         """Price ``params`` and size its budget as the next trial of ``study``."""
-        return self.planner.plan(params, self.history(study), self.time_left(study))
+        history, left = self._view(study)
+        return self.planner.plan(params, history, left)
 
     def step_time_ratio(self, study: optuna.Study, params: dict[str, Any]) -> float:
         """Measured / model seconds per step the study's timed trials say ``params`` needs."""
@@ -167,8 +174,8 @@ class CostAwareSampler(BaseSampler):
             asked.append(base)
             return self._propose(base, study, trial, search_space)
 
-        history = self.history(study, search_space)
-        record = self.planner.choose(propose, history, self.time_left(study))
+        history, left = self._view(study, search_space)
+        record = self.planner.choose(propose, history, left)
         self._store(study, trial, record)
         return dict(record.params)
 
@@ -200,8 +207,7 @@ class CostAwareSampler(BaseSampler):
         priced = keys.plan_of(trial).get("params")
         if priced is not None and priced == _plain(params):
             return
-        left = self.time_left(study)
-        history = self.history(study)
+        history, left = self._view(study)
         try:
             plan = self.planner.plan(params, history, left)
         except MissingParameterError as exc:

@@ -10,7 +10,7 @@ from typing import Any
 from ray.tune.search import Searcher
 
 from ttp_search._checks import check_int, check_positive_seconds
-from ttp_search.engine.calibration import Observation
+from ttp_search.engine.calibration import MIN_TIMED_STEPS, SHORT_OF_TARGET, Observation
 from ttp_search.engine.choice import Completed
 from ttp_search.engine.planner import History, Planner, PlanRecord
 from ttp_search.engine.space import Categorical, Dimension, Numeric, observed_space
@@ -43,8 +43,6 @@ TTP_KEYS = (
     MODEL_STEP_KEY,
     CROSSING_KEY,
 )
-#: Same rules as the Optuna side (ttp_search.optuna._calibration).
-MIN_TIMED_STEPS, SHORT_OF_TARGET = 20, 1.25
 
 
 class CostAwareSearcher(Searcher):
