@@ -14,6 +14,7 @@ Nothing here times a model a user will ask about: calibration and evaluation sta
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import time
@@ -113,7 +114,7 @@ class CalibrationData:
         }
 
     # --- persistence: plain arrays in an .npz, no pickle, so any numpy can read it back ---
-    def to_bytes(self) -> bytes:
+    def _arrays(self) -> dict[str, np.ndarray]:
         offsets = np.cumsum([0] + [len(n.op_names) for n in self.nets])
         meta = {
             "format_version": FORMAT_VERSION,
@@ -149,9 +150,21 @@ class CalibrationData:
             "opt_numel": np.array(self.opt_numel, dtype=np.float64),
             "opt_time": np.array(self.opt_time, dtype=np.float64),
         }
+        return arrays
+
+    def to_bytes(self) -> bytes:
         buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
+        np.savez_compressed(buf, **self._arrays())
         return buf.getvalue()
+
+    def digest(self) -> str:
+        """A hash of the samples themselves: two saves of one calibration agree on it even
+        though their files differ (the zip format stamps each save with its time)."""
+        h = hashlib.sha256()
+        for name, array in self._arrays().items():
+            h.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
+            h.update(np.ascontiguousarray(array).tobytes())
+        return h.hexdigest()
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)

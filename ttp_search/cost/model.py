@@ -15,7 +15,6 @@ The interval comes from leave-one-out residuals of that last fit (10th/90th perc
 
 from __future__ import annotations
 
-import hashlib
 import math
 import pickle
 import time
@@ -40,11 +39,11 @@ from ttp_search.cost.trace import StepTrace, trace_training_step
 from ttp_search.errors import CalibrationError, CalibrationNotFoundError
 
 
-def _fit_key(path: Path) -> str:
-    """What a cached fit depends on: the calibration's bytes and the fitting code."""
+def _fit_key(data: CalibrationData) -> str:
+    """What a cached fit depends on: the calibration's samples and the fitting code."""
     import sklearn
 
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = data.digest()
     return f"{digest}:{sklearn.__version__}:{np.__version__}:{_FIT_VERSION}"
 
 
@@ -76,7 +75,7 @@ def _check_fittable(data: CalibrationData) -> None:
 
 
 # Bump when the fitting code changes, so fits cached by an older version are not reused.
-_FIT_VERSION = 1
+_FIT_VERSION = 2
 _MIN_OP_COUNT = 3
 _MAX_CATEGORIES = 250
 _IDX = {name: i for i, name in enumerate(FEATURE_COLUMNS)}
@@ -217,9 +216,9 @@ class LayerTimeModel:
 
     def _fit_cached(self, data: CalibrationData, path: Path) -> LayerTimeModel:
         """``fit``, reusing the fit cached next to the calibration file when it was made from
-        the same bytes by the same library versions (a fit takes seconds, a load
+        the same samples by the same library versions (a fit takes seconds, a load
         milliseconds); a missing, stale or unreadable cache is refitted and rewritten."""
-        key = _fit_key(path)
+        key = _fit_key(data)
         cache = path.with_name(path.name + ".fit.pkl")
         try:
             saved = pickle.loads(cache.read_bytes())
