@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import zipfile
 
 import numpy as np
@@ -162,3 +163,18 @@ def test_baselines_fit_on_the_same_data(calibrated):
 def test_budget_must_be_reasonable():
     with pytest.raises(InvalidInputError, match="budget_s"):
         LayerTimeModel.calibrate(0.5, progress=False, save=False)
+
+
+def test_a_resaved_calibration_reuses_its_cached_fit(calibrated, tmp_path, monkeypatch):
+    path = tmp_path / "calibration.npz"
+    calibrated.save(path)
+    first = LayerTimeModel.load(path)  # fits once and caches the fit
+    time.sleep(2.1)  # zip entries are stamped to 2 s: the re-save's bytes differ
+    calibrated.save(path)
+
+    def refit(self, data):
+        raise AssertionError("refitted a calibration whose samples did not change")
+
+    monkeypatch.setattr(LayerTimeModel, "fit", refit)
+    again = LayerTimeModel.load(path)
+    assert again.data.digest() == first.data.digest() == calibrated.data.digest()
