@@ -136,7 +136,7 @@ def _timed_study(storage=None, name=None) -> tuple[optuna.Study, float]:
         study_name=name,
         load_if_exists=True,
         sampler=sampler,
-        pruner=TTPPruner(time_budget_s=budget),
+        pruner=TTPPruner(study_budget_s=budget),
     )
 
     def objective(trial):
@@ -298,7 +298,9 @@ def _ray_restore_keeps_clock_and_decisions() -> None:
     _, CostAwareSearcher, TTPScheduler = _ray()
     Widths = _widths_searcher()
     folder = Path(tempfile.mkdtemp())
-    searcher = CostAwareSearcher(Widths(), cost_fn=lambda p: 0.1, max_steps=10**6, time_budget_s=30)
+    searcher = CostAwareSearcher(
+        Widths(), cost_fn=lambda p: 0.1, max_steps=10**6, study_budget_s=30
+    )
     searcher.suggest("t0")  # starts the experiment's clock
     searcher.planner.clock.started_at -= 20  # as if 20 s had passed: 10 s (100 steps) left
     searcher.save(str(folder / "searcher.pkl"))
@@ -531,7 +533,7 @@ EDGE_CASES = [
     # the study's time budget
     Case(
         "study-budget-spent",
-        "study.optimize with CostAwareSampler(study_budget_s) + TTPPruner(time_budget_s)",
+        "study.optimize with CostAwareSampler(study_budget_s) + TTPPruner(study_budget_s)",
         "no n_trials; also resumed from SQLite after the budget is spent",
         _study_stops_when_spent,
         safe="the study stops (`study.stop()`, a log line saying why); reasons say how far "

@@ -48,7 +48,7 @@ PRUNER_OPTIONS = [
     "n_warmup_steps",
     "interval_steps",
     "min_points",
-    "time_budget_s",
+    "study_budget_s",
     "value_range",
     "default_budget_steps",
     "margin",
@@ -85,7 +85,7 @@ def test_any_pruner_option_gives_a_pruner_or_a_typed_error(name, value):
         return
     # Accepted: the options it handed to the core decide without an untyped error.
     others = [_done(0.1), _done(0.3)]
-    decision = pruner.options.judge("minimize", _curve(), others, pruner.time_budget_s)
+    decision = pruner.options.judge("minimize", _curve(), others, pruner.study_budget_s)
     assert isinstance(decision.prune, bool)
 
 
@@ -124,7 +124,7 @@ def test_any_sampler_option_gives_a_sampler_or_a_typed_error(name, value):
 
 @BOUNDARY
 @given(
-    name=st.sampled_from(["time_budget_s", "default_budget_steps", "max_retries"]), value=anything
+    name=st.sampled_from(["study_budget_s", "default_budget_steps", "max_retries"]), value=anything
 )
 def test_any_ray_option_gives_an_adapter_or_a_typed_error(name, value):
     pytest.importorskip("ray")

@@ -33,9 +33,9 @@ COMPLETED = [(0.2, 40, "constant", None), (0.25, 60, "linear", 0.24), (0.3, 30, 
 RUNNING = [(0.9, 60, "linear"), (0.21, 40, "constant"), (0.5, None, "constant"), (0.4, 40, "nan")]
 
 
-def _optuna_decisions(time_budget_s=None) -> tuple[list[list[tuple]], float]:
+def _optuna_decisions(study_budget_s=None) -> tuple[list[list[tuple]], float]:
     """Each running trial's decisions, and when the study's first trial started."""
-    study = optuna.create_study(pruner=TTPPruner(time_budget_s=time_budget_s, **OPTIONS))
+    study = optuna.create_study(pruner=TTPPruner(study_budget_s=study_budget_s, **OPTIONS))
     for floor, budget, schedule, final in COMPLETED:
         trial = study.ask()
         set_budget(trial, budget, schedule=schedule)
@@ -69,8 +69,8 @@ class _Trial:
         self.trial_id, self.config = tid, config
 
 
-def _ray_decisions(time_budget_s=None, started_at=None) -> list[list[tuple]]:
-    sched = TTPScheduler(metric="loss", mode="min", time_budget_s=time_budget_s, **OPTIONS)
+def _ray_decisions(study_budget_s=None, started_at=None) -> list[list[tuple]]:
+    sched = TTPScheduler(metric="loss", mode="min", study_budget_s=study_budget_s, **OPTIONS)
     for n, (floor, budget, schedule, final) in enumerate(COMPLETED):
         trial = _Trial(f"done{n}", {"ttp_budget_steps": budget, "ttp_schedule": schedule})
         sched.on_trial_add(None, trial)
@@ -127,8 +127,8 @@ def test_pruner_and_scheduler_decide_identically():
 def test_pruner_and_scheduler_share_the_study_clock():
     # A budget of 1 ms, spent before the first running trial reports: both stop every
     # running trial for time, counting from the same start.
-    a, started = _optuna_decisions(time_budget_s=1e-3)
-    b = _ray_decisions(time_budget_s=1e-3, started_at=started)
+    a, started = _optuna_decisions(study_budget_s=1e-3)
+    b = _ray_decisions(study_budget_s=1e-3, started_at=started)
     assert a == b and all(d[1] == "study_time" and d[0] for trial in a for d in trial)
 
 

@@ -300,10 +300,10 @@ CASES = [
     Case(
         "steps-budget-nan",
         "budget.steps_for_budget",
-        "time_budget_s NaN",
+        "trial_budget_s NaN",
         lambda: steps_for_budget(math.nan, 0.1),
         InvalidInputError,
-        "time_budget_s",
+        "trial_budget_s",
     ),
     Case(
         "steps-budget-zero",
@@ -478,10 +478,10 @@ CASES = [
     Case(
         "pruner-time",
         "optuna.TTPPruner",
-        "time_budget_s = -5",
-        lambda: TTPPruner(time_budget_s=-5),
+        "study_budget_s = -5",
+        lambda: TTPPruner(study_budget_s=-5),
         InvalidInputError,
-        "time_budget_s",
+        "study_budget_s",
     ),
     Case(
         "sampler-candidates",

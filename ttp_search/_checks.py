@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Sequence
 
 from ttp_search.errors import InvalidInputError
@@ -101,3 +102,20 @@ def check_value_range(value: object) -> tuple[float, float] | None:
             f"value_range must be a finite (low, high) with low < high, got {value!r}"
         )
     return low, high
+
+
+def renamed_option(options: dict, old: str, new: str, owner: str) -> dict:
+    """Map a deprecated keyword ``old`` in ``options`` to ``new`` with a FutureWarning
+    (one vocabulary across adapters: ``study_budget_s``, ``trial_budget_s``, ``max_steps``)."""
+    if old not in options:
+        return options
+    if new in options:
+        raise InvalidInputError(f"{owner}: give {new}, not both {new} and {old} (its old name)")
+    warnings.warn(
+        f"{owner}({old}=...) is renamed {new}=...; the old name will be removed",
+        FutureWarning,
+        stacklevel=3,
+    )
+    options = dict(options)
+    options[new] = options.pop(old)
+    return options

@@ -89,7 +89,7 @@ def test_steps_for_budget_and_fraction():
     assert steps_for_fraction(0.25, 1000) == 250
     assert steps_for_fraction(0.0001, 10) == 1
     for bad in (0, -1, float("inf"), float("nan"), "10"):
-        with pytest.raises(InvalidInputError, match="time_budget_s"):
+        with pytest.raises(InvalidInputError, match="trial_budget_s"):
             steps_for_budget(bad, 0.1)
         with pytest.raises(InvalidInputError, match="step_time_s"):
             steps_for_budget(10, bad)

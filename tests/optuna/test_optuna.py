@@ -116,7 +116,7 @@ def test_a_trial_that_cannot_finish_in_the_time_left_is_pruned():
 
 
 def test_pruner_uses_the_study_time_budget():
-    study = optuna.create_study(pruner=TTPPruner(n_startup_trials=0, time_budget_s=1e-3))
+    study = optuna.create_study(pruner=TTPPruner(n_startup_trials=0, study_budget_s=1e-3))
     trial = study.ask()
     set_budget(trial, 10_000)
     report(trial, 1.0, 1, elapsed_s=0.5)
@@ -370,7 +370,7 @@ def test_remaining_cost_uses_the_recent_rate_not_start_up_time():
 
 
 def test_report_stores_the_previous_clock_for_the_recent_rate():
-    study = optuna.create_study(pruner=TTPPruner(n_startup_trials=0, time_budget_s=60))
+    study = optuna.create_study(pruner=TTPPruner(n_startup_trials=0, study_budget_s=60))
     trial = study.ask()
     set_budget(trial, 1000)
     report(trial, 1.0, 10, elapsed_s=10.0)

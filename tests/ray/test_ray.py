@@ -74,12 +74,12 @@ def test_metric_and_mode_come_from_tune_config():
     with pytest.raises(InvalidInputError, match="metric and mode"):
         sched.on_trial_result(None, _trial("t"), {"loss": 1.0, "training_iteration": 1})
     assert sched.set_search_properties("loss", "min", time_budget_s=30)
-    assert sched.time_budget_s == 30
+    assert sched.study_budget_s == 30
     assert not sched.set_search_properties("acc", "max")
 
 
 def test_a_trial_that_cannot_finish_in_the_time_left_stops():
-    sched = TTPScheduler(metric="loss", mode="min", n_startup_trials=0, time_budget_s=5.0)
+    sched = TTPScheduler(metric="loss", mode="min", n_startup_trials=0, study_budget_s=5.0)
     trial = _trial("slow", budget=1000)
     sched.on_trial_add(None, trial)
     result = {"loss": 1.0, "training_iteration": 10, "time_total_s": 1.0}  # 0.1 s per step
@@ -97,7 +97,7 @@ def test_errored_and_removed_trials_are_not_peers():
 
 
 def test_save_restore_round_trip(tmp_path):
-    sched = TTPScheduler(metric="loss", mode="min", n_startup_trials=2, time_budget_s=100)
+    sched = TTPScheduler(metric="loss", mode="min", n_startup_trials=2, study_budget_s=100)
     for i, floor in enumerate((0.2, 0.25)):
         _finish(sched, f"done{i}", floor)
     trial = _trial("live")
@@ -105,7 +105,7 @@ def test_save_restore_round_trip(tmp_path):
     sched.save(str(tmp_path / "sched.pkl"))
     fresh = TTPScheduler(n_startup_trials=2)
     fresh.restore(str(tmp_path / "sched.pkl"))
-    assert fresh.metric == "loss" and fresh.time_budget_s == 100
+    assert fresh.metric == "loss" and fresh.study_budget_s == 100
     assert fresh._time_left() <= 100
     results = [{"loss": _loss(s, 1.0), "training_iteration": s} for s in range(4, 40)]
     a = [sched.on_trial_result(None, trial, r) for r in results]
@@ -227,7 +227,7 @@ def test_scheduler_and_pruner_validate_the_same_options_the_same_way():
 
     for kwargs, match in (
         ({"interval_steps": 0}, "interval_steps"),
-        ({"time_budget_s": -1.0}, "time_budget_s"),
+        ({"study_budget_s": -1.0}, "study_budget_s"),
         ({"threshold": 2.0}, "threshold"),
         ({"peer_percentile": -5.0}, "peer_percentile"),
     ):

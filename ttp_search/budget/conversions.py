@@ -38,9 +38,9 @@ def check_budget_steps(steps: int, step_time_s: float) -> int:
     return steps
 
 
-def steps_for_budget(time_budget_s: float, step_time_s: float) -> int:
-    """Whole steps that fit in ``time_budget_s`` at ``step_time_s`` per step (at least 0)."""
-    budget = _positive("time_budget_s", time_budget_s)
+def steps_for_budget(trial_budget_s: float, step_time_s: float) -> int:
+    """Whole steps that fit in ``trial_budget_s`` at ``step_time_s`` per step (at least 0)."""
+    budget = _positive("trial_budget_s", trial_budget_s)
     step = _positive("step_time_s", step_time_s)
     return check_budget_steps(steps_within(budget, step), step)
 
@@ -60,11 +60,11 @@ class StepBudget:
     low: int  # if steps run at the slow end of the interval
     high: int  # if steps run at the fast end
     step_time_s: float
-    time_budget_s: float
+    trial_budget_s: float
 
 
 def steps_for_model_budget(
-    time_budget_s: float,
+    trial_budget_s: float,
     model: nn.Module,
     input_shape: Sequence[int],
     batch_size: int,
@@ -79,7 +79,7 @@ def steps_for_model_budget(
     """
     from ttp_search.cost import LayerTimeModel
 
-    budget = _positive("time_budget_s", time_budget_s)
+    budget = _positive("trial_budget_s", trial_budget_s)
     ltm = cost_model if cost_model is not None else LayerTimeModel.load()
     pred = ltm.predict(model, input_shape, batch_size, optimizer)
     return StepBudget(
@@ -87,5 +87,5 @@ def steps_for_model_budget(
         low=steps_for_budget(budget, pred.high_s),
         high=steps_for_budget(budget, pred.low_s),
         step_time_s=pred.step_time_s,
-        time_budget_s=budget,
+        trial_budget_s=budget,
     )

@@ -29,7 +29,7 @@ class DecisionOptions:
     interval_steps: int = 1
     n_min_trials: int = 5
     min_points: int = 3
-    time_budget_s: float | None = None
+    study_budget_s: float | None = None
     value_range: tuple[float, float] | None = None
     default_budget_steps: int | None = None
     margin: float = 0.0
@@ -38,7 +38,7 @@ class DecisionOptions:
 
     def __post_init__(self) -> None:
         check_int("interval_steps", self.interval_steps, 1)
-        check_positive_seconds("time_budget_s", self.time_budget_s)
+        check_positive_seconds("study_budget_s", self.study_budget_s)
         check_default_budget(self.default_budget_steps)
         self.core("minimize")  # the core validates its own options
 

@@ -87,15 +87,15 @@ def study_start(study: optuna.Study, trials: list[FrozenTrial] | None = None) ->
 
 
 def study_time_left(
-    study: optuna.Study, time_budget_s: float | None, trials: list[FrozenTrial] | None = None
+    study: optuna.Study, study_budget_s: float | None, trials: list[FrozenTrial] | None = None
 ) -> float | None:
     """Seconds left of a study budget counted from its first trial's start (shared by workers).
 
     ``trials``: the study's trials when the caller has already read them from storage.
     """
-    if time_budget_s is None:
+    if study_budget_s is None:
         return None
-    return StudyClock(time_budget_s).time_left(study_start(study, trials))
+    return StudyClock(study_budget_s).time_left(study_start(study, trials))
 
 
 def trial_curve(trial: FrozenTrial, *, measure_now: bool = False) -> TrialCurve:

@@ -7,6 +7,7 @@ from optuna.pruners import BasePruner
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from ttp_search._checks import renamed_option
 from ttp_search.engine import Decision, TrialCurve
 from ttp_search.engine.decision import Rule
 from ttp_search.engine.judging import DecisionOptions
@@ -28,7 +29,7 @@ class TTPPruner(BasePruner):
       ``peer_percentile`` of its peers at the same fraction of their budgets; the incumbent
       is the best completed trial, or a running one whose pessimistic predicted end is
       better still;
-    * its predicted cost to finish exceeds what is left of ``time_budget_s`` (counted from
+    * its predicted cost to finish exceeds what is left of ``study_budget_s`` (counted from
       the study's first trial, so every worker on a shared storage agrees); once that budget
       is spent the study is stopped (``study.stop()``);
     * it reported NaN or inf.
@@ -66,17 +67,24 @@ class TTPPruner(BasePruner):
         *,
         n_startup_trials: int = 5,
         n_warmup_steps: int = 0,
-        time_budget_s: float | None = None,
+        study_budget_s: float | None = None,
         value_range: tuple[float, float] | None = None,
         options: DecisionOptions | None = None,
         **more_options,
     ) -> None:
+        if "time_budget_s" in more_options:  # the name before ttp_search 0.2
+            if study_budget_s is not None:
+                more_options["study_budget_s"] = study_budget_s
+            more_options = renamed_option(
+                more_options, "time_budget_s", "study_budget_s", "TTPPruner"
+            )
+            study_budget_s = more_options.pop("study_budget_s")
         if options is None:
             options = DecisionOptions(
                 threshold=threshold,
                 n_startup_trials=n_startup_trials,
                 n_warmup_steps=n_warmup_steps,
-                time_budget_s=time_budget_s,
+                study_budget_s=study_budget_s,
                 value_range=value_range,
                 **more_options,
             )
@@ -84,8 +92,8 @@ class TTPPruner(BasePruner):
         self._finished: dict[tuple, TrialCurve] = {}
 
     @property
-    def time_budget_s(self) -> float | None:
-        return self.options.time_budget_s
+    def study_budget_s(self) -> float | None:
+        return self.options.study_budget_s
 
     def decide(self, study: optuna.Study, trial: FrozenTrial) -> Decision:
         """The decision for ``trial`` at its latest report, without storing anything."""
@@ -93,7 +101,7 @@ class TTPPruner(BasePruner):
         curves = [self._curve(study, t) for t in trials if t.number != trial.number]
         curves = [c for c in curves if c is not None]
         me = storage.trial_curve(trial, measure_now=True)
-        time_left = storage.study_time_left(study, self.options.time_budget_s, trials)
+        time_left = storage.study_time_left(study, self.options.study_budget_s, trials)
         direction = "maximize" if study.direction == StudyDirection.MAXIMIZE else "minimize"
         return self.options.judge(direction, me, curves, time_left)
 
@@ -116,7 +124,7 @@ class TTPPruner(BasePruner):
         return decision.prune
 
     def _spent(self, study: optuna.Study) -> bool:
-        left = storage.study_time_left(study, self.options.time_budget_s)
+        left = storage.study_time_left(study, self.options.study_budget_s)
         return left is not None and left <= 0
 
     def _curve(self, study: optuna.Study, trial: FrozenTrial) -> TrialCurve | None:

@@ -104,7 +104,7 @@ class CostAwareSampler(BaseSampler):
 
     @property
     def study_budget_s(self) -> float | None:
-        return self.planner.clock.time_budget_s
+        return self.planner.clock.study_budget_s
 
     # -- the planner's view of the study ---------------------------------------------------
 

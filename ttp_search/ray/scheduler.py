@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
+from ttp_search._checks import renamed_option
 from ttp_search.engine import Decision
 from ttp_search.engine.clock import StudyClock
 from ttp_search.engine.decision import TrialCurve
@@ -79,8 +80,8 @@ class TTPScheduler(FIFOScheduler):
     result's ``ttp_budget_steps``) under its schedule (``ttp_schedule``), and the trial is
     stopped when P(it ends better than the best) < ``threshold`` and it is behind
     ``peer_percentile`` of its peers at the same fraction of their budgets; or when its
-    predicted cost to finish exceeds the time left of ``time_budget_s`` (also read from
-    ``TuneConfig(time_budget_s=...)``); or on NaN/inf. STOP is the only action taken:
+    predicted cost to finish exceeds the time left of ``study_budget_s`` (also read from
+    ``TuneConfig(time_budget_s=...)``, Ray Tune's name for it); or on NaN/inf. STOP is the only action taken:
     pausing a trial that trains to a budget saves nothing.
 
     Progress is ``result["ttp_step"]`` when the trainable reports it (the :func:`report`
@@ -97,7 +98,7 @@ class TTPScheduler(FIFOScheduler):
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(
-                    metric="val_acc", mode="max", time_budget_s=600,
+                    metric="val_acc", mode="max", study_budget_s=600,
                     scheduler=TTPScheduler(n_startup_trials=4, value_range=(0, 1)),
                 ),
             )
@@ -117,12 +118,15 @@ class TTPScheduler(FIFOScheduler):
         super().__init__()
         if mode not in (None, "min", "max"):
             raise InvalidInputError(f"mode must be 'min' or 'max', got {mode!r}")
+        decision_options = renamed_option(
+            decision_options, "time_budget_s", "study_budget_s", "TTPScheduler"
+        )
         if options is None:
             options = DecisionOptions(threshold=threshold, **decision_options)
         elif decision_options:
             raise InvalidInputError("give either options or the options to build them")
         self.options = options
-        self.clock = clock if clock is not None else StudyClock(options.time_budget_s)
+        self.clock = clock if clock is not None else StudyClock(options.study_budget_s)
         self._metric = metric
         self._mode = mode
         self.time_attr = time_attr
@@ -130,8 +134,8 @@ class TTPScheduler(FIFOScheduler):
         self.decisions: dict[str, Decision] = {}
 
     @property
-    def time_budget_s(self) -> float | None:
-        return self.clock.time_budget_s
+    def study_budget_s(self) -> float | None:
+        return self.clock.study_budget_s
 
     # -- search properties -----------------------------------------------------------------
 
@@ -142,10 +146,10 @@ class TTPScheduler(FIFOScheduler):
             self._metric = metric
         if mode:
             self._mode = mode
-        if self.clock.time_budget_s is None and spec.get("time_budget_s"):
+        if self.clock.study_budget_s is None and spec.get("time_budget_s"):
             budget = spec["time_budget_s"]
             # Tune passes a number or a timedelta.
-            self.clock.time_budget_s = float(getattr(budget, "total_seconds", lambda: budget)())
+            self.clock.study_budget_s = float(getattr(budget, "total_seconds", lambda: budget)())
         return True
 
     def _direction(self) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from ttp_search._checks import check_int, check_positive_seconds
+from ttp_search._checks import check_int, check_positive_seconds, renamed_option
 from ttp_search.engine.calibration import MIN_TIMED_STEPS, SHORT_OF_TARGET, Observation
 from ttp_search.engine.choice import Completed
 from ttp_search.engine.planner import History, Planner, PlanRecord
@@ -54,7 +54,7 @@ class CostAwareSearcher(Searcher):
     ``ttp_target_reached_step`` for the steps model; the step time is ``ttp_elapsed_s`` over
     ``ttp_step`` when the trainable reports its training seconds, else ``time_total_s``)
     and the study clock. The simple path
-    builds the default planner from ``cost_fn``, ``trial_budget_s``, ``time_budget_s`` (also
+    builds the default planner from ``cost_fn``, ``trial_budget_s``, ``study_budget_s`` (also
     read from ``TuneConfig``), ``max_steps`` and further ``planner_options``.
 
     Proposals the planner rules out are told to the wrapped searcher as errored and the
@@ -74,14 +74,21 @@ class CostAwareSearcher(Searcher):
         planner: Planner | None = None,
         cost_fn: Callable | None = None,
         trial_budget_s: float | None = None,
-        time_budget_s: float | None = None,
+        study_budget_s: float | None = None,
         max_steps: int | None = None,
         max_retries: int = 32,
         **planner_options: Any,
     ) -> None:
         if not isinstance(searcher, Searcher):
             raise InvalidInputError(f"searcher must be a ray.tune Searcher, got {searcher!r}")
-        check_positive_seconds("time_budget_s", time_budget_s)
+        if "time_budget_s" in planner_options:  # the name before ttp_search 0.2
+            if study_budget_s is not None:
+                planner_options["study_budget_s"] = study_budget_s
+            planner_options = renamed_option(
+                planner_options, "time_budget_s", "study_budget_s", "CostAwareSearcher"
+            )
+            study_budget_s = planner_options.pop("study_budget_s")
+        check_positive_seconds("study_budget_s", study_budget_s)
         if planner is None:
             if cost_fn is None:
                 raise InvalidInputError("give cost_fn (seconds per step) or a planner")
@@ -89,11 +96,11 @@ class CostAwareSearcher(Searcher):
             planner = Planner.from_options(
                 cost_fn,
                 trial_budget_s=trial_budget_s,
-                study_budget_s=time_budget_s,
+                study_budget_s=study_budget_s,
                 max_steps=max_steps,
                 **planner_options,
             )
-        elif cost_fn is not None or planner_options or trial_budget_s or time_budget_s:
+        elif cost_fn is not None or planner_options or trial_budget_s or study_budget_s:
             raise InvalidInputError("give either a planner or the options to build one")
         super().__init__(metric=searcher.metric, mode=searcher.mode)
         self.searcher = searcher
@@ -106,14 +113,14 @@ class CostAwareSearcher(Searcher):
         self._space: dict = {}  # the param_space's dimensions, once Tune passes it
 
     @property
-    def time_budget_s(self) -> float | None:
-        return self.planner.clock.time_budget_s
+    def study_budget_s(self) -> float | None:
+        return self.planner.clock.study_budget_s
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         clock = self.planner.clock
-        if clock.time_budget_s is None and spec.get("time_budget_s"):
+        if clock.study_budget_s is None and spec.get("time_budget_s"):
             budget = spec["time_budget_s"]
-            clock.time_budget_s = float(getattr(budget, "total_seconds", lambda: budget)())
+            clock.study_budget_s = float(getattr(budget, "total_seconds", lambda: budget)())
         if config:
             self._space = tune_space(config)
         ok = self.searcher.set_search_properties(metric, mode, config, **spec)
