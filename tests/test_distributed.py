@@ -19,13 +19,15 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+from ttp_search.optuna import keys
+
 STUDY = Path(__file__).resolve().parents[1] / "studies" / "cost_aware_nas.py"
 ENDED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 def _worker(storage: str, name: str, out: Path, *extra: str, env=None) -> subprocess.Popen:
     cmd = [sys.executable, str(STUDY), "--storage", storage, "--study-name", name]
-    cmd += ["--out", str(out), "--budget", "600", *extra]
+    cmd += ["--out", str(out), "--study-budget", "600", *extra]
     return subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
@@ -63,7 +65,7 @@ def test_four_workers_share_one_postgres_study(postgres_url, tmp_path):
 
     # Each worker's pruner judged with the other workers' trials: some decision counted
     # more completed trials than its own worker ever completed, and named another's trial.
-    worker = {t.number: t.user_attrs.get("worker") for t in trials}
+    worker = {t.number: t.user_attrs.get(keys.WORKER) for t in trials}
     assert len(set(worker.values())) == 4
     completed_by = collections.Counter(
         worker[t.number] for t in trials if t.state == TrialState.COMPLETE

@@ -373,6 +373,40 @@ def steps_predict(
         )
 
 
+@app.command("report")
+@_typed_errors
+def report_study(
+    storage: Annotated[str, typer.Option("--storage", help="the study's Optuna storage URL")],
+    study_name: Annotated[
+        str | None,
+        typer.Option("--study-name", help="the study (default: the storage's only study)"),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="also write trials.csv and the plots here")
+    ] = None,
+) -> None:
+    """Print the trials table and the summary of an Optuna study (any study: one that did
+    not use ttp_search gets its values, states, seconds and best trial)."""
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ttp_search.optuna import print_report
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).exists():
+        _fail(f"no SQLite database at {storage.removeprefix('sqlite:///')} (from --storage)")
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except SQLAlchemyError as err:
+        _fail(f"cannot open the storage {storage!r}: {type(err).__name__}: {err.args[0]}")
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        _fail(f"no study named {study_name!r} in {storage}; it holds {names}")
+    except ValueError as err:  # several studies and no name, or a malformed URL
+        _fail(f"cannot open a study in {storage!r}: {err}")
+    print_report(study, out=out, console=console)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

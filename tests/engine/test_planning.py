@@ -346,25 +346,3 @@ def test_ray_searcher_passes_the_pipeline_keys():
     assert config["ttp_budget_steps"] == 110 and config["ttp_schedule"] == "linear"
     assert config["ttp_predicted_target_steps"] == [100.0, 90.0, 120.0]
     assert config["ttp_band"]["high"] == [1.2, 0.2]
-
-
-def test_finetune_study_runs_end_to_end(calibrated, tmp_path):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "studies"))
-    import finetune_search
-
-    out = tmp_path / "ft"
-    args = ["--budget", "25", "--max-steps", "400", "--target", "0.6", "--num-samples", "48"]
-    args += ["--out", str(out), "--study-name", "ft", "--threads", str(torch.get_num_threads())]
-    assert finetune_search.main(args) == 0
-    df = pd.read_csv(out / "trials.csv")
-    assert {"predicted_steps", "measured_steps", "predicted_seconds_to_target"} <= set(df.columns)
-    assert len(df) >= 2 and (df.state != "FAIL").all()
-    ran = df[df.budget_steps.notna()]
-    assert (ran.budget_steps <= 400).all()
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["prediction_s"] > 0 and summary["trials"] == len(df)
-    for name in ("predicted_vs_measured_seconds.png", "loss_curves.png"):
-        assert (out / name).stat().st_size > 1000

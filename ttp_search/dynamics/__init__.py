@@ -3,11 +3,13 @@
 from ttp_search.dynamics.blocks import BlockGrams
 from ttp_search.dynamics.jacobian import sketched_jacobian, weight_direction
 from ttp_search.dynamics.sde import LinearizedSDE, StepsEstimate, schedule_factors
+from ttp_search.dynamics.target import StepsToTarget
 
 __all__ = [
     "BlockGrams",
     "LinearizedSDE",
     "StepsEstimate",
+    "StepsToTarget",
     "schedule_factors",
     "sketched_jacobian",
     "weight_direction",

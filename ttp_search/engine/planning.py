@@ -87,7 +87,9 @@ class BudgetPlanner:
     :class:`~ttp_search.dynamics.BlockGrams`) the budget is instead the predicted steps times
     ``1 + steps_margin``: a configuration predicted never to reach the target, or to need
     more than ``max_steps`` or the per-trial cap, is infeasible; the study's time left still
-    caps the budget.
+    caps the budget. ``steps_model`` is the same as one object: anything with
+    ``steps(params)`` and ``band(params, steps)`` methods, such as
+    :class:`~ttp_search.dynamics.StepsToTarget`.
     """
 
     def __init__(
@@ -104,7 +106,18 @@ class BudgetPlanner:
         steps_fn: StepsFn | None = None,
         steps_margin: float = 0.1,
         band_fn: BandFn | None = None,
+        steps_model=None,
     ) -> None:
+        if steps_model is not None:
+            if steps_fn is not None or band_fn is not None:
+                raise InvalidInputError("give steps_model or steps_fn/band_fn, not both")
+            if not callable(getattr(steps_model, "steps", None)):
+                raise InvalidInputError(
+                    f"steps_model must have a steps(params) method, got {steps_model!r}"
+                )
+            steps_fn = steps_model.steps
+            band_fn = getattr(steps_model, "band", None)
+        self.steps_model = steps_model
         if steps_fn is not None and not callable(steps_fn):
             raise InvalidInputError(f"steps_fn must be callable or None, got {steps_fn!r}")
         self.steps_fn = steps_fn

@@ -37,6 +37,8 @@ DECISION = PREFIX + "decision"
 PRUNE_REASON = PREFIX + "prune_reason"
 #: Why the objective failed ("ValueError: ...", "returned nan"), written by record_failures.
 FAIL_REASON = PREFIX + "fail_reason"
+#: Which worker ran the trial ("host:pid"), written by run_training.
+WORKER = PREFIX + "worker"
 #: The first step at which the trial reached the search's training target.
 TARGET_REACHED = PREFIX + "target_reached_step"
 

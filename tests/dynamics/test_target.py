@@ -1,0 +1,52 @@
+"""StepsToTarget: the fine-tuning search's steps model answers as the SDE it wraps."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ttp_search.dynamics import BlockGrams, StepsToTarget
+from ttp_search.engine import BudgetPlanner
+from ttp_search.errors import InvalidInputError
+
+
+@pytest.fixture(scope="module")
+def grams():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+    x = torch.randn(96, 6)
+    y = F.one_hot(torch.randint(3, (96,)), 3).float()
+    blocks = {"body": ["0."], "head": ["2."]}
+    return BlockGrams(net, x, y, blocks, loss="mse", num_samples=48, projection_dim=200)
+
+
+def test_steps_and_band_are_the_sdes_of_the_tuned_blocks(grams):
+    start = grams.sde(["head"], extrapolate=False).predict_curve(0.1, 16, steps=1).loss.iloc[0]
+    target = 0.6 * start
+    model = StepsToTarget(grams, target, max_steps=5000, tuned_blocks=lambda p: [p["tune"]])
+    params = {"lr": 0.2, "batch_size": 16, "momentum": 0.5, "tune": "head"}
+    expected = grams.sde(["head"], extrapolate=False).steps_to_loss(
+        target, lr=0.2, batch_size=16, momentum=0.5, schedule="linear", max_steps=5000
+    )
+    assert model.steps(params) == (expected.steps, expected.low, expected.high)
+    band = model.band(params, int(expected.steps))
+    assert {"step", "low", "high", "crossing"} <= set(band)
+    assert (band["low"] <= band["high"]).all() and model.prediction_s_ > 0
+    # A rate too small to move the loss within max_steps: unreachable, inf.
+    assert model.steps({**params, "lr": 1e-9}) == (math.inf, math.inf, math.inf)
+    # Every block by default: a different SDE from the head's alone.
+    assert StepsToTarget(grams, target, max_steps=5000).sde(params) is not model.sde(params)
+
+
+def test_the_planner_takes_it_as_one_object(grams):
+    model = StepsToTarget(grams, 0.01, max_steps=100)
+    planner = BudgetPlanner(lambda p: 1e-3, steps_model=model, max_steps=100)
+    assert planner.steps_fn == model.steps and planner.band_fn == model.band
+    with pytest.raises(InvalidInputError, match="not both"):
+        BudgetPlanner(lambda p: 1e-3, steps_model=model, steps_fn=model.steps)
+    with pytest.raises(InvalidInputError, match="steps_model"):
+        BudgetPlanner(lambda p: 1e-3, steps_model=object(), max_steps=10)
