@@ -10,15 +10,17 @@ Runs are fed in 10 shuffled orders, the same orders for every pruner. Metrics pe
 * the best completed final value after 25% and 50% of the no-pruning compute;
 * how often a top-5 configuration was pruned (orders with any, and the share of top-5 runs).
 
-Live (``--live``): the NAS study with TTP components vs TPE + MedianPruner vs TPE +
-HyperbandPruner at equal wall-clock budget over several seeds.
+Live (``--live``): `studies/cost_aware_nas.py`, run in its own process as a user runs it, vs
+this script's own TPE + MedianPruner and TPE + HyperbandPruner on the same space and data
+(every trial 3000 steps, the study's step cap, same recipe) at equal wall-clock budget over
+several seeds.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
+import subprocess
 import sys
 import time
 import warnings
@@ -31,14 +33,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 import optuna
 import pandas as pd
+import torch
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cost_model import write_section
 
-from ttp_search.data import CurveRun, load_curves
-from ttp_search.optuna import TTPPruner, report, set_budget
+from ttp_search.data import CurveRun, load_curves, mnist1d
+from ttp_search.optuna import TTPPruner, report, run_training, set_budget, suggest, trials_dataframe
 
 ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 0.005
@@ -174,28 +180,89 @@ def plot_replay(per_order: dict[str, pd.DataFrame], path: Path) -> None:
 # ------------------------------------------------------------------------------ live
 
 
-def _study_module():
-    path = ROOT / "studies" / "cost_aware_nas.py"
-    spec = importlib.util.spec_from_file_location("cost_aware_nas", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 LIVE_CSV = ROOT / "docs" / "bench_pruners_live.csv"
+STUDY = ROOT / "studies" / "cost_aware_nas.py"
+# The study's space and network, restated: the baselines search exactly what it does.
+LIVE_SPACE = {
+    "depth": IntDistribution(1, 4),
+    "width": IntDistribution(8, 128, log=True),
+    "kernel": CategoricalDistribution([3, 5, 7]),
+    "batch_size": CategoricalDistribution([16, 32, 64, 128]),
+    "lr": FloatDistribution(1e-3, 0.5, log=True),
+}
+
+
+def _cnn(p: dict) -> torch.nn.Module:
+    layers, channels, k = [], 1, p["kernel"]
+    for i in range(p["depth"]):
+        width = p["width"] * 2 ** (i // 2)
+        layers += [torch.nn.Conv1d(channels, width, k, padding=k // 2),
+                   torch.nn.BatchNorm1d(width), torch.nn.ReLU()]  # fmt: skip
+        channels = width
+    layers += [torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten(), torch.nn.Linear(channels, 10)]
+    return torch.nn.Sequential(*layers)
+
+
+def _baseline(method: str, seed: int, budget: float, storage: str, name: str, steps: int):
+    """What a user writes without ttp_search: TPE, Optuna's pruner, every trial ``steps``."""
+    x, y, xv, yv = mnist1d(num_samples=5000)
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=4)
+        if method == "tpe+median"
+        else optuna.pruners.HyperbandPruner()
+    )
+    study = optuna.create_study(
+        study_name=name, storage=storage, direction="maximize", pruner=pruner,
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=6),
+    )  # fmt: skip
+
+    def objective(trial):
+        p = suggest(trial, LIVE_SPACE)
+        torch.manual_seed(trial.number)
+        model = _cnn(p)
+        opt = torch.optim.SGD(model.parameters(), lr=p["lr"], momentum=0.9)
+        sched = torch.optim.lr_scheduler.LinearLR(opt, 1.0, 0.0, total_iters=steps)
+        loader = DataLoader(TensorDataset(x, y), batch_size=p["batch_size"], shuffle=True,
+                            drop_last=True)  # fmt: skip
+
+        def step(batch):
+            loss = F.cross_entropy(model(batch[0]), batch[1])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+
+        def accuracy():
+            model.eval()
+            with torch.no_grad():
+                acc = (model(xv).argmax(1) == yv).float().mean().item()
+            model.train()
+            return acc
+
+        return run_training(trial, step, accuracy, loader, steps=steps)
+
+    torch.set_num_threads(1)  # as the study trains
+    study.optimize(objective, timeout=budget, catch=(RuntimeError,))
 
 
 def live_runs(budget: float, seeds: int, out: Path) -> list[tuple[str, int, Path]]:
-    """Run the NAS study with each method and seed; returns (method, seed, out dir)."""
-    nas = _study_module()
+    """Run the NAS study (its own process) and the baselines per seed; (method, seed, dir)."""
     done = []
     for seed in range(seeds):
         for method in ("ttp", "tpe+median", "tpe+hyperband"):
             name = f"bench-{method}-{seed}-{int(time.time())}"
-            args = ["--budget", str(budget), "--seed", str(seed), "--study-name", name]
-            args += ["--out", str(out / name), "--method", method]
-            nas.main(args)
-            done.append((method, seed, out / name))
+            folder = out / name
+            folder.mkdir(parents=True, exist_ok=True)
+            storage = f"sqlite:///{folder / 'study.db'}"
+            if method == "ttp":
+                cmd = [sys.executable, str(STUDY), "--study-budget", str(budget), "--seed"]
+                cmd += [str(seed), "--study-name", name, "--out", str(folder)]
+                subprocess.run(cmd, check=True, capture_output=True)
+            else:  # the study's default step cap: what its trials may at most train
+                _baseline(method, seed, budget, storage, name, steps=3000)
+            study = optuna.load_study(study_name=name, storage=storage)
+            trials_dataframe(study).to_csv(folder / "trials.csv", index=False)
+            done.append((method, seed, folder))
     return done
 
 
@@ -244,7 +311,7 @@ def main() -> int:
         ]
     live = None
     if args.live:
-        live = live_table(live_runs(args.live_budget, args.live_seeds, ROOT / "studies" / "out"))
+        live = live_table(live_runs(args.live_budget, args.live_seeds, ROOT / "results" / "live"))
         live.to_csv(LIVE_CSV, index=False)
     elif LIVE_CSV.exists():
         live = pd.read_csv(LIVE_CSV)  # the last live comparison (it takes ~15 minutes)

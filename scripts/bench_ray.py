@@ -8,12 +8,13 @@ trial there, and a finished run goes to ``on_trial_complete``. Trials run one af
 so HyperBandScheduler's PAUSE (wait for the rest of the bracket) cannot be resumed here: it is
 counted as a stop, which is what it becomes when the bracket never fills.
 
-``--live`` adds one run of ``studies/ray_nas.py``.
+``--live`` adds one run of ``studies/ray_nas.py`` (in its own process).
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
@@ -180,11 +181,11 @@ def main() -> int:
             "",
         ]
     if args.live:
-        sys.path.insert(0, str(ROOT / "studies"))
-        import ray_nas
-
-        out = ROOT / "studies" / "out" / "bench-ray-live"
-        ray_nas.main(["--budget", str(args.live_budget), "--out", str(out), "--name", "live"])
+        # Run the study as a user runs it (a process of its own), not as an import.
+        out = ROOT / "results" / "bench-ray-live"
+        cmd = [sys.executable, str(ROOT / "studies" / "ray_nas.py"), "--out", str(out)]
+        cmd += ["--study-budget", str(args.live_budget), "--name", "live"]
+        subprocess.run(cmd, check=True)
         df = pd.read_csv(out / "trials.csv")
         ran = df[df.measured_step_s.notna()]
         ape = (ran.predicted_step_s / ran.measured_step_s - 1).abs().median()

@@ -145,9 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     target = args.target * F.mse_loss(net(x), y).item()
     print(f"fine-tuning set: {len(y)} digits 5-9; target training loss {target:.4f}")
     cost_model = LayerTimeModel.load_or_calibrate(args.calibration_budget)
+    start = time.perf_counter()
     grams = BlockGrams.load_or_compute(
         net, x, y, BLOCKS, loss="mse", num_samples=args.num_samples, seed=args.seed
     )
+    how = "computed by this worker" if grams.computed_here else "loaded"
+    print(f"Jacobians per block: {how} in {time.perf_counter() - start:.1f} s")
     steps_model = StepsToTarget(
         grams, target, max_steps=args.max_steps, tuned_blocks=lambda p: TUNED[p["tune"]]
     )

@@ -41,7 +41,7 @@ def test_studies_import_nothing_but_installed_packages():
 
 
 def test_nas_study_copied_alone_runs_and_reports(calibrated, cache_root, tmp_path):
-    args = ["--study-budget", "15", "--max-steps", "150", "--study-name", "smoke", "--out", "o"]
+    args = ["--study-budget", "12", "--max-steps", "150", "--study-name", "smoke", "--out", "o"]
     folder, out = _run_copied("cost_aware_nas.py", tmp_path, cache_root, *args)
     df = pd.read_csv(folder / "o" / "trials.csv")
     assert set(COLUMNS) <= set(df.columns)
@@ -67,7 +67,7 @@ def test_nas_study_copied_alone_runs_and_reports(calibrated, cache_root, tmp_pat
 
 
 def test_finetune_study_copied_alone_runs_and_reports(calibrated, cache_root, tmp_path):
-    args = ["--study-budget", "25", "--max-steps", "400", "--target", "0.6"]
+    args = ["--study-budget", "15", "--max-steps", "400", "--target", "0.6"]
     args += ["--num-samples", "48", "--study-name", "ft", "--out", "o"]
     folder, out = _run_copied("finetune_search.py", tmp_path, cache_root, *args)
     df = pd.read_csv(folder / "o" / "trials.csv")
@@ -82,7 +82,7 @@ def test_finetune_study_copied_alone_runs_and_reports(calibrated, cache_root, tm
 
 @pytest.mark.slow
 def test_ray_study_copied_alone_runs_and_reports(calibrated, cache_root, tmp_path):
-    args = ["--study-budget", "30", "--max-steps", "100", "--name", "smoke", "--out", "o"]
+    args = ["--study-budget", "22", "--max-steps", "100", "--name", "smoke", "--out", "o"]
     # A per-trial cap that holds 50 steps even when the calibrated step time is several
     # times the model's (the searcher calibrates it from the first finished trial).
     args += ["--trial-budget", "6", "--num-samples", "6", "--num-cpus", "1"]
