@@ -158,15 +158,6 @@ def test_corrupt_cache_tells_how_to_recalibrate(calibrated, monkeypatch, tmp_pat
     assert "corrupt" in result.output and "ttp time calibrate --force" in result.output
 
 
-def test_missing_calibration_is_explained(monkeypatch, tmp_path):
-    monkeypatch.setenv("TTP_SEARCH_CACHE", str(tmp_path / "empty"))
-    result = runner.invoke(
-        app, ["time", "predict", "torchvision:resnet18", "--input", "3x32x32", "--batch-size", "4"]
-    )
-    assert result.exit_code == 2
-    assert "ttp time calibrate" in result.output
-
-
 DIGITS_NET = """
 from torch import nn
 def make():
@@ -193,3 +184,28 @@ def test_steps_predict_json_and_errors(tmp_path):
     ):
         result = runner.invoke(app, [*common, *args])
         assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_predict_calibrates_on_first_use_and_says_so(calibrated, tmp_path, monkeypatch, caplog):
+    from ttp_search.cost import LayerTimeModel
+
+    monkeypatch.setenv("TTP_SEARCH_CACHE", str(tmp_path))  # nothing cached here
+    budgets = []
+
+    def calibrate(budget_s, *, device="cpu", progress=True, **kwargs):
+        budgets.append(budget_s)  # stands in for the real minutes of measuring
+        calibrated.save(None)  # into this cache, under this device's fingerprint
+        return LayerTimeModel.load(device=device)
+
+    monkeypatch.setattr(LayerTimeModel, "calibrate", calibrate)
+    args = ["time", "predict", "torchvision:resnet18", "--input", "3x32x32", "--batch-size"]
+    args += ["2", "--json", "--calibration-budget-s", "30"]
+    with caplog.at_level("WARNING", logger="ttp_search"):
+        first = _json(runner.invoke(app, args))
+    assert budgets == [30] and first["step_time_s"] > 0
+    assert "calibrating now for about 30 s, once" in caplog.text
+    assert list(tmp_path.glob("layer_time_*.npz"))
+    assert _json(runner.invoke(app, args))["step_time_s"] == first["step_time_s"]
+    assert budgets == [30]  # the second use loads the cached calibration
+    bad = runner.invoke(app, [*args[:-1], "1"])
+    assert bad.exit_code == 2 and "budget_s" in bad.output

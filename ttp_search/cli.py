@@ -64,7 +64,7 @@ def _typed_errors(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except CalibrationNotFoundError as exc:
-            _fail(f"{exc}\n  e.g. `ttp time calibrate --budget-s 240`")
+            _fail(f"{exc}\n  e.g. `ttp time calibrate --budget-s 120`")
         except TTPSearchError as exc:
             _fail(str(exc))
 
@@ -153,7 +153,7 @@ def _build(model: str, input_shape: str, batch_size: int, model_kwargs: str, dev
 def time_calibrate(
     budget_s: Annotated[
         float, typer.Option("--budget-s", help="seconds to spend measuring")
-    ] = 240.0,
+    ] = 120.0,
     force: Annotated[bool, typer.Option("--force", help="recalibrate even if cached")] = False,
     device: DeviceOpt = "cpu",
     seed: Annotated[int, typer.Option("--seed")] = 0,
@@ -197,12 +197,20 @@ def time_predict(
     as_json: JsonOpt = False,
     device: DeviceOpt = "cpu",
     top: Annotated[int, typer.Option("--top", help="layers to show")] = 12,
+    calibration_budget_s: Annotated[
+        float,
+        typer.Option("--calibration-budget-s", help="seconds to calibrate on first use"),
+    ] = 120.0,
 ) -> None:
-    """Predict seconds per training step without running the model."""
+    """Predict seconds per training step without running the model (the first use on a
+    device calibrates it, once, with a progress bar)."""
     from ttp_search.cost import LayerTimeModel, UnsupportedOpWarning
+    from ttp_search.cost.calibrate import check_calibration_budget
 
+    check_calibration_budget(calibration_budget_s)
     net, shape = _build(model, input_shape, batch_size, model_kwargs, device)
-    ltm = LayerTimeModel.load(device=device)
+    # The first use on a device calibrates it and says so on stderr (stdout stays JSON).
+    ltm = LayerTimeModel.load_or_calibrate(calibration_budget_s, device=device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnsupportedOpWarning)
         pred = ltm.predict(net, shape, batch_size, optimizer)

@@ -407,7 +407,7 @@ def check_calibration_budget(budget_s: object) -> float:
 
 
 def collect_calibration(
-    budget_s: float = 240.0,
+    budget_s: float = 120.0,
     device: torch.device | str = "cpu",
     seed: int = 0,
     progress: bool = True,

@@ -15,6 +15,7 @@ The interval comes from leave-one-out residuals of that last fit (10th/90th perc
 
 from __future__ import annotations
 
+import logging
 import math
 import pickle
 import time
@@ -76,6 +77,9 @@ def _check_fittable(data: CalibrationData) -> None:
 
 # Bump when the fitting code changes, so fits cached by an older version are not reused.
 _FIT_VERSION = 2
+#: Seconds a first-use calibration takes by default (longer budgets fit better).
+DEFAULT_CALIBRATION_S = 120.0
+_logger = logging.getLogger("ttp_search")
 _MIN_OP_COUNT = 3
 _MAX_CATEGORIES = 250
 _IDX = {name: i for i, name in enumerate(FEATURE_COLUMNS)}
@@ -170,7 +174,7 @@ class LayerTimeModel:
     @classmethod
     def calibrate(
         cls,
-        budget_s: float = 240.0,
+        budget_s: float = DEFAULT_CALIBRATION_S,
         *,
         device: torch.device | str = "cpu",
         seed: int = 0,
@@ -387,9 +391,17 @@ class LayerTimeModel:
 
     @classmethod
     def load_or_calibrate(
-        cls, budget_s: float = 240.0, *, device: torch.device | str = "cpu", progress: bool = True
+        cls,
+        budget_s: float = DEFAULT_CALIBRATION_S,
+        *,
+        device: torch.device | str = "cpu",
+        progress: bool = True,
     ) -> LayerTimeModel:
         """The cached calibration when there is one, else a fresh one (saved to the cache).
+
+        A first use calibrates for about ``budget_s`` seconds, once per device, and says so
+        in a log line (with the progress bar when ``progress``); ``ttp time calibrate`` does
+        it ahead of time.
 
         Workers that start together on one machine (or share ``TTP_SEARCH_CACHE``) calibrate
         once: the first takes a lock next to the cache file and calibrates, the others wait
@@ -404,6 +416,14 @@ class LayerTimeModel:
                 try:  # another worker may have finished while this one waited
                     model = cls.load(device=device)
                 except CalibrationNotFoundError:
+                    _logger.warning(
+                        "ttp_search: no calibration for this device (%s) yet: calibrating now "
+                        "for about %.0f s, once; it is cached in %s (`ttp time calibrate` "
+                        "does this ahead of time)",
+                        device_fingerprint(device),
+                        budget_s,
+                        target.parent,
+                    )
                     model = cls.calibrate(budget_s, device=device, progress=progress)
                     model.calibrated_here = True
                     return model

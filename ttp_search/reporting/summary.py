@@ -70,6 +70,9 @@ class StudySummary:
     best_number: int | None
     best_value: float | None
     best_params: dict = field(default_factory=dict)
+    #: Seconds saved per decision rule that stopped trials (``"unlikely"``, ``"study_time"``,
+    #: ...; ``"other"`` for a pruner that names none).
+    saved_by_rule: dict = field(default_factory=dict)
 
     @property
     def saved_seconds(self) -> float:
@@ -102,12 +105,23 @@ class StudySummary:
                 f"budget would have taken {self.full_budget_seconds:.1f} s: pruning saved "
                 f"{self.saved_seconds:.1f} s ({100 * share:.0f}%)"
             )
+            for rule, seconds in sorted(self.saved_by_rule.items(), key=lambda kv: -kv[1]):
+                lines.append(f"  {seconds:.1f} s {_RULE_WORDS.get(rule, f'by rule {rule!r}')}")
         elif math.isfinite(self.spent_seconds):
             lines.append(f"training time {self.spent_seconds:.1f} s")
         if self.best_number is not None:
             params = ", ".join(f"{k}={_short(v)}" for k, v in self.best_params.items())
             lines.append(f"best: trial {self.best_number}, value {self.best_value:.4g} ({params})")
         return "\n".join(lines)
+
+
+_RULE_WORDS = {
+    "unlikely": "by stopping trials predicted not to beat the best",
+    "study_time": "by stopping trials that could not finish in the study's time left",
+    "outside_band": "by stopping trials whose loss left the predicted band",
+    "non_finite": "by stopping trials that reported NaN or inf",
+    "other": "by the pruner's stops",
+}
 
 
 def _short(value) -> str:
@@ -131,6 +145,13 @@ def summarize(df: pd.DataFrame, direction: str = "minimize") -> StudySummary:
             c.removeprefix("params_"): best[c] for c in df.columns if c.startswith("params_")
         }
     full = ran.full_budget_seconds.where(ran.full_budget_seconds.notna(), ran.measured_seconds)
+    stopped = ran[ran.state == "PRUNED"]
+    left = (full[stopped.index] - stopped.measured_seconds).clip(lower=0)
+    saved_by_rule = {
+        str(rule): float(seconds)
+        for rule, seconds in left.groupby(stopped.decision_rule.fillna("other")).sum().items()
+        if seconds > 0
+    }
     return StudySummary(
         n_trials=len(df),
         states=states,
@@ -144,4 +165,5 @@ def summarize(df: pd.DataFrame, direction: str = "minimize") -> StudySummary:
         best_number=best_number,
         best_value=best_value,
         best_params=best_params,
+        saved_by_rule=saved_by_rule,
     )
