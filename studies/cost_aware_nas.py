@@ -153,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     cost_model = LayerTimeModel.load_or_calibrate(args.calibration_budget)
     how = "calibrated by this worker" if cost_model.calibrated_here else "loaded"
     print(f"cost model: {how} ({cost_model.path})")
+    if cost_model.drift is not None:  # a cached calibration, re-checked against the device now
+        print(cost_model.drift.text())
     objective, input_shape, n_classes = make_objective(load_data())
     sampler = CostAwareSampler(
         optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=6),

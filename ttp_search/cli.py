@@ -211,6 +211,8 @@ def time_predict(
     net, shape = _build(model, input_shape, batch_size, model_kwargs, device)
     # The first use on a device calibrates it and says so on stderr (stdout stays JSON).
     ltm = LayerTimeModel.load_or_calibrate(calibration_budget_s, device=device)
+    if ltm.drift is not None and ltm.slowdown != 1.0:
+        err_console.print(ltm.drift.text(), highlight=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnsupportedOpWarning)
         pred = ltm.predict(net, shape, batch_size, optimizer)

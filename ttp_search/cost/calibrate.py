@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from tqdm.auto import tqdm
 from ttp_search._checks import check_real
 from ttp_search.cost._timing import median_time, synchronize
 from ttp_search.cost.cache import FORMAT_VERSION, atomic_write_bytes, device_fingerprint
+from ttp_search.cost.drift import reference_speeds
 from ttp_search.cost.features import FEATURE_COLUMNS, is_alias_op, op_features
 from ttp_search.cost.random_nets import LAYER_KINDS, random_layer, random_network
 from ttp_search.cost.step import OPTIMIZERS, build_optimizer, measure_step_time, training_loss
@@ -101,6 +103,16 @@ class CalibrationData:
     budget_s: float = 0.0
     elapsed_s: float = 0.0
     created: str = ""
+    #: Seconds of one tiny op at calibration (NaN in files made before it was recorded).
+    dispatch_s: float = math.nan
+
+    def reference_speeds(self) -> dict[str, float]:
+        """How fast the device was when calibrated (see :mod:`ttp_search.cost.drift`)."""
+        return {
+            "peak_flops": self.peak_flops,
+            "bandwidth": self.bandwidth,
+            "dispatch_s": self.dispatch_s,
+        }
 
     def summary(self) -> dict:
         return {
@@ -124,6 +136,7 @@ class CalibrationData:
             "budget_s": self.budget_s,
             "elapsed_s": self.elapsed_s,
             "created": self.created,
+            "dispatch_s": None if math.isnan(self.dispatch_s) else self.dispatch_s,
             "feature_columns": list(FEATURE_COLUMNS),
         }
         width = len(FEATURE_COLUMNS)
@@ -226,6 +239,7 @@ class CalibrationData:
                 budget_s=float(meta["budget_s"]),
                 elapsed_s=float(meta["elapsed_s"]),
                 created=str(meta["created"]),
+                dispatch_s=float(meta.get("dispatch_s") or math.nan),
             )
         except (KeyError, IndexError, ValueError, TypeError) as exc:
             raise CalibrationError(
@@ -418,11 +432,12 @@ def collect_calibration(
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     start = time.perf_counter()
-    peak, bandwidth = measure_device_peaks(device)
+    speeds = reference_speeds(device)
     data = CalibrationData(
         fingerprint=device_fingerprint(device),
-        peak_flops=peak,
-        bandwidth=bandwidth,
+        peak_flops=speeds["peak_flops"],
+        bandwidth=speeds["bandwidth"],
+        dispatch_s=speeds["dispatch_s"],
         budget_s=float(budget_s),
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )

@@ -32,8 +32,10 @@ from scipy.optimize import nnls
 from sklearn.ensemble import HistGradientBoostingRegressor
 from torch import nn
 
+from ttp_search._checks import check_real
 from ttp_search.cost.cache import atomic_write_bytes, calibration_path, device_fingerprint
 from ttp_search.cost.calibrate import CalibrationData, NetArrays, collect_calibration
+from ttp_search.cost.drift import DriftCheck, check_drift, reference_speeds
 from ttp_search.cost.features import FEATURE_COLUMNS
 from ttp_search.cost.step import check_optimizer, device_name
 from ttp_search.cost.trace import StepTrace, trace_training_step
@@ -169,6 +171,10 @@ class LayerTimeModel:
         self.path: Path | None = None
         # Set by load_or_calibrate: whether this process ran the calibration.
         self.calibrated_here: bool | None = None
+        # Predicted seconds are multiplied by this: the device's slowdown since calibration
+        # when a drift check applied one (check_drift), else 1.
+        self.slowdown = 1.0
+        self.drift: DriftCheck | None = None
 
     # ------------------------------------------------------------------ fitting
     @classmethod
@@ -396,8 +402,13 @@ class LayerTimeModel:
         *,
         device: torch.device | str = "cpu",
         progress: bool = True,
+        drift_check: bool = True,
     ) -> LayerTimeModel:
         """The cached calibration when there is one, else a fresh one (saved to the cache).
+
+        A cached calibration is drift-checked (``drift_check``, about a second): when the
+        device runs faster or slower than when it was calibrated, predictions are rescaled
+        (:meth:`check_drift`; ``model.drift`` says by how much).
 
         A first use calibrates for about ``budget_s`` seconds, once per device, and says so
         in a log line (with the progress bar when ``progress``); ``ttp time calibrate`` does
@@ -428,7 +439,35 @@ class LayerTimeModel:
                     model.calibrated_here = True
                     return model
         model.calibrated_here = False
+        if drift_check:
+            model.check_drift()
         return model
+
+    def check_drift(self, *, apply_beyond: float = 0.1, stale_ratio: float = 2.0) -> DriftCheck:
+        """Re-measure the device's reference kernels (about a second) against the speeds
+        recorded at calibration; when they moved by more than ``apply_beyond`` (a fraction),
+        later predictions are rescaled by the slowdown, and a drift beyond ``stale_ratio``
+        is logged as a stale calibration. Returns the :class:`DriftCheck`."""
+        data = self._check_fitted()
+        check_real("apply_beyond", apply_beyond, low=0.0)
+        check_real("stale_ratio", stale_ratio, low=1.0, low_open=True)
+        device = data.fingerprint.get("device_type", "cpu")
+        drift = check_drift(
+            data.reference_speeds(),
+            reference_speeds(device),
+            calibrated_at=data.created,
+            stale_ratio=stale_ratio,
+        )
+        self.drift = drift
+        # Within the reference kernels' own noise on a quiet machine, rescaling made
+        # predictions worse (bench-drift): below apply_beyond the calibration is kept.
+        moved = abs(math.log(drift.slowdown)) > math.log1p(apply_beyond)
+        self.slowdown = drift.slowdown if moved else 1.0
+        if drift.stale:
+            _logger.warning("ttp_search: %s", drift.text())
+        elif moved:
+            _logger.info("ttp_search: %s", drift.text())
+        return drift
 
     # -------------------------------------------------------------- prediction
     def _check_fitted(self) -> CalibrationData:
@@ -480,7 +519,8 @@ class LayerTimeModel:
                 stacklevel=3,
             )
         update = d_opt * self.optimizer_seconds(kind, trace.n_param_tensors, trace.n_params)
-        breakdown = self._breakdown(trace, per_op, update, e_const)
+        k = self.slowdown  # the device's drift since calibration (1 unless check_drift)
+        breakdown = self._breakdown(trace, per_op * k, update * k, e_const * k)
         total = float(breakdown["time_s"].sum())
         lo, hi = self.interval_log
         fp = data.fingerprint

@@ -1,0 +1,83 @@
+"""Has this device's speed moved since it was calibrated?
+
+A calibration records how fast the device was when it was made (peak matmul FLOP/s, copy
+bandwidth, the seconds of one small-op dispatch) and when. A shared machine's speed drifts:
+other jobs, thermal and power limits, a noisy neighbour. Re-measuring those three reference
+kernels takes about a second; their slowdown against the calibration, as one geometric
+mean, rescales every later prediction, and a drift beyond ``stale_ratio`` says the
+calibration no longer describes the machine (recalibrate).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ttp_search.cost._timing import median_time
+
+
+def measure_dispatch_s(device: torch.device | str = "cpu") -> float:
+    """Seconds of one tiny op (dispatch and allocation, no arithmetic to speak of): what
+    dominates the training steps of small models."""
+    device = torch.device(device)
+    x = torch.ones(8, device=device)
+    return median_time(
+        lambda: x + x, warmup=50, repeats=7, min_block_s=0.02, device=device
+    ).median_s
+
+
+def reference_speeds(device: torch.device | str = "cpu") -> dict[str, float]:
+    """Peak FLOP/s, bandwidth (bytes/s) and dispatch seconds of ``device`` now."""
+    from ttp_search.cost.calibrate import measure_device_peaks
+
+    device = torch.device(device)
+    peak, bandwidth = measure_device_peaks(device)
+    return {"peak_flops": peak, "bandwidth": bandwidth, "dispatch_s": measure_dispatch_s(device)}
+
+
+@dataclass(frozen=True)
+class DriftCheck:
+    """How much slower (> 1) or faster (< 1) each reference kernel runs than at calibration.
+
+    ``slowdown`` is their geometric mean: predicted seconds are multiplied by it when it is
+    applied. ``stale`` when it is beyond ``stale_ratio`` either way.
+    """
+
+    compute: float
+    memory: float
+    dispatch: float | None
+    slowdown: float
+    stale: bool
+    calibrated_at: str
+
+    def text(self) -> str:
+        parts = [f"matmul {self.compute:.2f}x", f"copy {self.memory:.2f}x"]
+        if self.dispatch is not None:
+            parts.append(f"dispatch {self.dispatch:.2f}x")
+        state = "stale: recalibrate (`ttp time calibrate --force`)" if self.stale else "ok"
+        return (
+            f"device speed vs its calibration of {self.calibrated_at or 'unknown date'}: "
+            f"{', '.join(parts)} the time; predictions x {self.slowdown:.2f} ({state})"
+        )
+
+
+def check_drift(
+    calibrated: dict[str, float],
+    now: dict[str, float],
+    *,
+    calibrated_at: str = "",
+    stale_ratio: float = 2.0,
+) -> DriftCheck:
+    """Compare reference speeds measured now with those recorded at calibration (either
+    dict as :func:`reference_speeds` returns it; a missing or non-finite dispatch time is
+    left out)."""
+    compute = calibrated["peak_flops"] / now["peak_flops"]
+    memory = calibrated["bandwidth"] / now["bandwidth"]
+    then_d, now_d = calibrated.get("dispatch_s", math.nan), now.get("dispatch_s", math.nan)
+    dispatch = now_d / then_d if math.isfinite(then_d) and then_d > 0 and now_d > 0 else None
+    ratios = [compute, memory] + ([dispatch] if dispatch is not None else [])
+    slowdown = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+    stale = abs(math.log(slowdown)) > math.log(stale_ratio)
+    return DriftCheck(compute, memory, dispatch, slowdown, stale, calibrated_at)
