@@ -8,6 +8,11 @@ side by side; the table goes into BENCHMARKS.md and a predicted-vs-measured plot
 
     python scripts/bench_cost_model.py                 # full grid, cached calibration
     python scripts/bench_cost_model.py --quick         # a few cases, for a smoke run
+    python scripts/bench_cost_model.py --split held-out   # architectures never tuned on
+
+The held-out split (`scripts/held_out_models.py`: grouped/depthwise convolutions, wide MLPs,
+token mixing, concatenations, upsampling, PyTorch's Transformer encoder, the demo's 1-D CNNs)
+is scored in a section of its own and is never used to choose the model or its constants.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 import torchvision
+from held_out_models import held_out_builders
 from torch import nn
 
 from ttp_search.cost import LayerTimeModel, device_fingerprint
@@ -150,6 +156,19 @@ def build_cases(quick: bool) -> list[Case]:
     return cases
 
 
+def build_held_out_cases(quick: bool) -> list[Case]:
+    """The held-out split (scripts/held_out_models.py): scored apart, never tuned on."""
+    builders = held_out_builders(32)
+    names = list(builders)[:3] if quick else list(builders)
+    batches = (8,) if quick else (8, 32)
+    return [
+        Case(name, builders[name], (3, 32, 32), batch, opt)
+        for name in names
+        for batch in batches
+        for opt in ("sgd", "adam")
+    ]
+
+
 def markdown(
     summary: pd.DataFrame,
     results: pd.DataFrame,
@@ -256,6 +275,12 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="a handful of cases")
+    parser.add_argument(
+        "--split",
+        choices=("benchmark", "held-out"),
+        default="benchmark",
+        help="the 15 benchmark models, or the held-out architectures (scored apart)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--budget-s", type=float, default=280.0, help="calibration budget if none is cached"
@@ -270,14 +295,16 @@ def main(argv: list[str] | None = None) -> int:
     ltm = LayerTimeModel.load_or_calibrate(args.budget_s, device=args.device)
     fp = device_fingerprint(args.device)
     device = f"{fp['device_name']}"
+    held_out = args.split == "held-out"
     if args.from_csv is not None:
         # Re-render the tables and plot from a finished run's measurements.
         results = pd.read_csv(args.from_csv)
     else:
-        results = evaluate(ltm, build_cases(args.quick), device=args.device, repeats=args.repeats)
+        cases = build_held_out_cases(args.quick) if held_out else build_cases(args.quick)
+        results = evaluate(ltm, cases, device=args.device, repeats=args.repeats)
     summary = summarize(results)
     wall = None if args.from_csv is not None else time.perf_counter() - start
-    tag = "gpu" if args.device.startswith("cuda") else "cpu"
+    tag = ("gpu" if args.device.startswith("cuda") else "cpu") + ("-held-out" if held_out else "")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.from_csv is None:
         results.to_csv(args.out / f"bench_cost_{tag}.csv", index=False)
