@@ -104,18 +104,19 @@ def check_value_range(value: object) -> tuple[float, float] | None:
     return low, high
 
 
-def renamed_option(options: dict, old: str, new: str, owner: str) -> dict:
-    """Map a deprecated keyword ``old`` in ``options`` to ``new`` with a FutureWarning
-    (one vocabulary across adapters: ``study_budget_s``, ``trial_budget_s``, ``max_steps``)."""
+def renamed_option(options: dict, old: str, new: str, owner: str, value: object = None) -> object:
+    """The value of ``new``, taking it from the deprecated keyword ``old`` in ``options``
+    (popped, with a FutureWarning) when ``value`` is ``None``; both given is an error.
+
+    One vocabulary across adapters: ``study_budget_s``, ``trial_budget_s``, ``max_steps``.
+    """
     if old not in options:
-        return options
-    if new in options:
+        return value
+    if value is not None:
         raise InvalidInputError(f"{owner}: give {new}, not both {new} and {old} (its old name)")
     warnings.warn(
         f"{owner}({old}=...) is renamed {new}=...; the old name will be removed",
         FutureWarning,
         stacklevel=3,
     )
-    options = dict(options)
-    options[new] = options.pop(old)
-    return options
+    return options.pop(old)

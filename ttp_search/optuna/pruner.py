@@ -72,13 +72,9 @@ class TTPPruner(BasePruner):
         options: DecisionOptions | None = None,
         **more_options,
     ) -> None:
-        if "time_budget_s" in more_options:  # the name before ttp_search 0.2
-            if study_budget_s is not None:
-                more_options["study_budget_s"] = study_budget_s
-            more_options = renamed_option(
-                more_options, "time_budget_s", "study_budget_s", "TTPPruner"
-            )
-            study_budget_s = more_options.pop("study_budget_s")
+        study_budget_s = renamed_option(  # the name before ttp_search 0.2
+            more_options, "time_budget_s", "study_budget_s", "TTPPruner", study_budget_s
+        )
         if options is None:
             options = DecisionOptions(
                 threshold=threshold,

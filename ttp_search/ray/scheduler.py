@@ -118,9 +118,15 @@ class TTPScheduler(FIFOScheduler):
         super().__init__()
         if mode not in (None, "min", "max"):
             raise InvalidInputError(f"mode must be 'min' or 'max', got {mode!r}")
-        decision_options = renamed_option(
-            decision_options, "time_budget_s", "study_budget_s", "TTPScheduler"
+        study_budget_s = renamed_option(  # the name before ttp_search 0.2
+            decision_options,
+            "time_budget_s",
+            "study_budget_s",
+            "TTPScheduler",
+            decision_options.pop("study_budget_s", None),
         )
+        if study_budget_s is not None:
+            decision_options["study_budget_s"] = study_budget_s
         if options is None:
             options = DecisionOptions(threshold=threshold, **decision_options)
         elif decision_options:

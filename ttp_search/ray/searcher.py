@@ -81,13 +81,9 @@ class CostAwareSearcher(Searcher):
     ) -> None:
         if not isinstance(searcher, Searcher):
             raise InvalidInputError(f"searcher must be a ray.tune Searcher, got {searcher!r}")
-        if "time_budget_s" in planner_options:  # the name before ttp_search 0.2
-            if study_budget_s is not None:
-                planner_options["study_budget_s"] = study_budget_s
-            planner_options = renamed_option(
-                planner_options, "time_budget_s", "study_budget_s", "CostAwareSearcher"
-            )
-            study_budget_s = planner_options.pop("study_budget_s")
+        study_budget_s = renamed_option(  # the name before ttp_search 0.2
+            planner_options, "time_budget_s", "study_budget_s", "CostAwareSearcher", study_budget_s
+        )
         check_positive_seconds("study_budget_s", study_budget_s)
         if planner is None:
             if cost_fn is None:
