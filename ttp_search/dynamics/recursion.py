@@ -67,11 +67,12 @@ def mse_run(
         lr_eff = e * eff
         total = 0.0
         for k in range(bins):
-            # Edge of stability: a direction too sharp for this step size would diverge in
-            # the linear model, while a real network flattens it and settles (Cohen et al.
-            # 2021): such directions are taken at the sharpest stable curvature instead.
+            # Edge of stability: a direction too sharp for this step size (η κ above
+            # 2 (1 + m)) diverges in the linear model, while a real network flattens it and
+            # settles (Cohen et al. 2021): such directions are taken at the fastest-settling
+            # curvature instead (StepsEstimate.stable says so). Below the edge: exact.
             k_t = kappa[k]
-            if e * k_t > 1.0 + momentum:
+            if e * k_t > 2.0 * (1.0 + momentum):
                 k_t = (1.0 + momentum) / e
             if wd != 0.0:
                 k_d = k_t + wd

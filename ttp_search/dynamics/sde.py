@@ -8,12 +8,15 @@ Near the pretrained weights w0 the network is close to its linearization
   residual ``f − Y`` obeys a linear recurrence with curvature ``κ_k = 2 λ_k / (n C)``, run
   exactly step by step for any learning-rate schedule, momentum (PyTorch's heavy ball) and
   weight decay (standard decay toward 0 drifts by ``ω J w0``; decay toward w0 does not).
-* Cross-entropy (``F.cross_entropy``, mean over samples): the ODE ``ḟ = −Θ (softmax f − Y)/n``
-  in the top eigen-directions, integrated by SciPy in cumulative learning rate; momentum enters
-  as the effective rate η/(1 − m).
+* Cross-entropy (``F.cross_entropy``, mean over samples): PyTorch's heavy-ball step on
+  ``f = f0 + U z`` in the top eigen-directions, one discrete step at a time while any
+  direction is fast (so overshoot past the edge of stability is reproduced), several at once
+  once all are slow (:mod:`ttp_search.dynamics.cross_entropy`).
 * SGD noise: an Ornstein–Uhlenbeck variance per direction, fed by the minibatch gradient
-  covariance (approximated as loss × Θ²/n, the paper's approximation) scaled by (1/B − 1/N) for
-  sampling without replacement; it raises the expected loss and gives the interval.
+  covariance; it raises the expected loss and gives the interval. MSE approximates the
+  covariance as loss × Θ²/n (the paper's approximation) scaled by (1/B − 1/N), as if batches
+  were independent; cross-entropy computes it per direction and models a shuffling
+  DataLoader's epochs (batches without replacement, whose errors cancel over an epoch).
 
 Computed on ``num_samples`` samples: the per-sample normalisation makes the top per-direction
 rates ``λ/n`` estimates of the full data set's; where the residual's energy sits still moves
@@ -32,13 +35,13 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
-from scipy.integrate import solve_ivp
-from scipy.special import log_softmax, softmax
+from scipy.special import softmax
 from torch import nn
 
 from ttp_search._checks import check_int, check_real
 from ttp_search.budget.schedule import Schedule as BudgetSchedule
 from ttp_search.budget.schedule import ScheduleLike, as_schedule
+from ttp_search.dynamics.cross_entropy import _Z, ce_run
 from ttp_search.dynamics.jacobian import sketched_jacobian, weight_direction
 from ttp_search.dynamics.recursion import mse_run
 from ttp_search.dynamics.spectrum import extrapolation_factors
@@ -46,7 +49,6 @@ from ttp_search.errors import InvalidInputError
 
 Loss = Literal["ce", "mse"]
 Schedule = ScheduleLike  # a name, a budget.Schedule or a callable of the steps
-_Z = 1.2815515655446004  # 80% two-sided normal quantile
 # Budget searches resolve the mean's crossing to 1/32 of the budget (inside any sensible
 # safety margin), the band's edges to 1/8.
 _RESOLUTION = {"loss": 32, "loss_low": 8, "loss_high": 8}
@@ -61,6 +63,11 @@ class StepsEstimate:
     high: float
     target: float
     weight_decay: str
+    #: False when the learning rate puts some direction past the edge of stability
+    #: (η × curvature > 2 (1 + m) at the start): the linearized network diverges there (MSE)
+    #: or overshoots (cross-entropy), and a real network leaves the linear regime. The
+    #: numbers are then the linear model's, not to be trusted as a fine-tuning's.
+    stable: bool = True
 
 
 #: The longest run predict_curve and steps_to_loss simulate (one step at a time).
@@ -242,12 +249,16 @@ class LinearizedSDE:
         grid = np.unique(np.linspace(0, steps, min(points, steps + 1)).round().astype(int))
         return self._curve(eta, batch_size, momentum, weight_decay, decay, grid)
 
-    def _curve(self, eta, batch_size, momentum, weight_decay, decay, grid) -> pd.DataFrame:
-        """The predicted curve at the steps of ``grid`` (sorted, within ``len(eta)``)."""
+    def _curve(
+        self, eta, batch_size, momentum, weight_decay, decay, grid, stop_below=None
+    ) -> pd.DataFrame:
+        """The predicted curve at the steps of ``grid`` (sorted, within ``len(eta)``).
+        ``stop_below``: cross-entropy runs stop at the first grid point whose band lies at
+        or below it (later rows are NaN): a search for the crossing needs nothing after."""
         if self.loss == "mse":
             df = self._mse(eta, batch_size, momentum, weight_decay, decay, grid)
         else:
-            df = self._ce(eta, batch_size, momentum, weight_decay, decay, grid)
+            df = self._ce(eta, batch_size, momentum, weight_decay, decay, grid, stop_below)
         df.attrs["weight_decay"] = decay
         return df
 
@@ -322,60 +333,35 @@ class LinearizedSDE:
             )
         return cached[1][decay]
 
-    def _ce(self, eta, batch_size, momentum, wd, decay, grid) -> pd.DataFrame:
+    def _ce(self, eta, batch_size, momentum, wd, decay, grid, stop_below=None) -> pd.DataFrame:
         r = self.rank
-        U, lam = self.U[:, :r], self.eigenvalues[:r]
-        f0 = self.f0.ravel()
         drift = self._drift[:r] if decay == "standard" else np.zeros(r)
-        labels = self.Y.argmax(axis=1)
-        eff = 1.0 / (1.0 - momentum)
-        tau = np.concatenate([[0.0], np.cumsum(eta * eff)])  # cumulative effective lr
-
-        def probs(z):
-            return softmax((f0 + U @ z).reshape(self.n, self.C), axis=1)
-
-        def rhs(_, z):
-            grad = (probs(z) - self.Y).ravel() / self.n
-            return -(lam * (U.T @ grad)) - wd * (drift + z)
-
-        sol = solve_ivp(
-            rhs,
-            (0.0, tau[-1]),
-            np.zeros(r),
-            t_eval=tau[grid],
-            method="RK45",
-            rtol=1e-5,
-            atol=1e-8,
+        out = ce_run(
+            np.asarray(eta, dtype=np.float64),
+            np.asarray(grid, dtype=np.int64),
+            self.U[:, :r],
+            self.eigenvalues[:r],
+            self.f0,
+            self.Y,
+            drift,
+            batch_size=int(batch_size),
+            num_data=int(self.N),
+            momentum=float(momentum),
+            wd=float(wd),
+            stop_below=stop_below,
         )
-        if not sol.success:
-            raise InvalidInputError(f"the cross-entropy dynamics did not integrate: {sol.message}")
-        noise = self._noise(batch_size)
-        rows = []
-        var = np.zeros(r)
-        prev_t = 0
-        for j, t in enumerate(grid):
-            z = sol.y[:, j]
-            logits = (f0 + U @ z).reshape(self.n, self.C)
-            logp = log_softmax(logits, axis=1)
-            loss = float(-np.mean(np.sum(self.Y * logp, axis=1)))
-            p = np.exp(logp)
-            curv = float(np.mean(1.0 - np.sum(p**2, axis=1)))  # softmax curvature, averaged
-            kappa = lam * curv / self.n
-            grad_k = U.T @ (p - self.Y).ravel() / self.n
-            # Minibatch gradient covariance ≈ (per-output squared residual) × Θ²/n.
-            s2 = float(np.mean((p - self.Y) ** 2))
-            q = noise * (lam / self.n) ** 2 * self.n * s2
-            for s in range(prev_t, t):  # the OU variance between grid points
-                damp = np.minimum(eta[s] * eff * (kappa + wd), 1.0)  # stable at any step size
-                var = (1.0 - damp) ** 2 * var + (eta[s] * eff) ** 2 * q
-            prev_t = t
-            # E[L(f + δ)] ≈ L(f) + ½ tr(H Σ), H ≈ (softmax curvature / n) per direction.
-            mean = loss + 0.5 * curv / self.n * float(var.sum())
-            hess = curv / self.n  # the mean loss's curvature in logit space, per direction
-            sd = math.sqrt(float(np.sum(grad_k**2 * var)) + 0.5 * hess**2 * float(np.sum(var**2)))
-            acc = float(np.mean(logits.argmax(axis=1) == labels))
-            rows.append((t, mean, max(mean - _Z * sd, 0.0), mean + _Z * sd, acc))
-        return pd.DataFrame(rows, columns=["step", "loss", "loss_low", "loss_high", "accuracy"])
+        mean, sd = out[:, 0], out[:, 1]
+        df = pd.DataFrame(
+            {
+                "step": np.asarray(grid, dtype=int),
+                "loss": mean,
+                "loss_low": np.maximum(mean - _Z * sd, 0.0),
+                "loss_high": mean + _Z * sd,
+                "accuracy": out[:, 2],
+            }
+        )
+        df.attrs["max_rate"] = float(out[-1, 3])
+        return df
 
     # ------------------------------------------------------------------ steps to a target
 
@@ -409,6 +395,7 @@ class LinearizedSDE:
             schedule,
             decay,
             max_steps,
+            stop_below=target,
         )
 
     def surely_unreachable(
@@ -481,13 +468,15 @@ class LinearizedSDE:
             max_steps,
         )
 
-    def _steps_to(self, reached, target, lr, bs, mom, wd, schedule, decay, max_steps):
+    def _steps_to(
+        self, reached, target, lr, bs, mom, wd, schedule, decay, max_steps, stop_below=None
+    ):
         self._check(lr, bs, mom, wd, max_steps, decay)
         found = {}
         if schedule == "constant":
-            coarse = self.predict_curve(
-                lr, bs, mom, wd, max_steps, "constant", decay=decay, points=400
-            )
+            grid = np.unique(np.linspace(0, max_steps, min(400, max_steps + 1)).round().astype(int))
+            eta = np.full(max_steps, float(lr))
+            coarse = self._curve(eta, bs, mom, wd, decay, grid, stop_below)
             # Read each crossing off at single-step resolution, evaluating the curve only
             # between the coarse grid point before it and the one at it: a constant-rate
             # curve's prefix does not depend on how long the run is.
@@ -500,7 +489,7 @@ class LinearizedSDE:
             grid = np.unique(np.concatenate(fine))
             df = coarse
             if grid[-1] > 0:
-                df = self._curve(np.full(int(grid[-1]), float(lr)), bs, mom, wd, decay, grid)
+                df = self._curve(eta[: int(grid[-1])], bs, mom, wd, decay, grid)
             for col in ("loss", "loss_low", "loss_high"):
                 hit = df.step[reached(df, col)]
                 found[col] = float(hit.iloc[0]) if len(hit) else math.inf
@@ -523,9 +512,37 @@ class LinearizedSDE:
                 )
         # The band's low edge reaches a loss target first; for accuracy only the mean exists.
         low, high = sorted((found["loss_low"], found["loss_high"]))
+        peak = lr * float(schedule_factors(schedule, min(max_steps, 100_000)).max())
         return StepsEstimate(
-            found["loss"], min(low, found["loss"]), max(high, found["loss"]), float(target), decay
+            found["loss"],
+            min(low, found["loss"]),
+            max(high, found["loss"]),
+            float(target),
+            decay,
+            stable=self.edge_ratio(peak, mom, wd) <= 1.0,
         )
+
+    def edge_ratio(self, lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> float:
+        """The sharpest direction's ``η × curvature`` over the edge of stability ``2 (1 + m)``
+        of heavy-ball SGD, at the pretrained weights: above 1 the linear model is unstable
+        at this learning rate (see :attr:`StepsEstimate.stable`)."""
+        if self.loss == "mse":
+            top = 2.0 * float(self.eigenvalues.max(initial=0.0)) / (self.n * self.C)
+        else:
+            top = float(self._initial_curvatures().max(initial=0.0))
+        return lr * (top + weight_decay) / (2.0 * (1.0 + momentum))
+
+    def _initial_curvatures(self) -> np.ndarray:
+        """Per eigen-direction ``λ_k h_k`` of the mean cross-entropy at the pretrained outputs."""
+        cached = getattr(self, "_h0", None)
+        if cached is None or cached[0] is not self.eigenvalues:
+            r = self.rank
+            M = self.U[:, :r].reshape(self.n, self.C, r)
+            p = softmax(self.f0, axis=1)
+            pm = np.einsum("ic,ick->ik", p, M)
+            h = (np.einsum("ic,ick->k", p, M * M) - np.einsum("ik,ik->k", pm, pm)) / self.n
+            cached = self._h0 = (self.eigenvalues, self.eigenvalues[:r] * np.maximum(h, 0.0))
+        return cached[1]
 
     def _shortest_budgets(self, reached, lr, bs, mom, wd, schedule, decay, max_steps) -> dict:
         """Shortest budget whose schedule ends at the target, for the mean and both band
