@@ -34,6 +34,7 @@ from ttp_search.cost.features import FEATURE_COLUMNS
 from ttp_search.cost.trace import trace_training_step
 from ttp_search.curves import extrapolate
 from ttp_search.curves.extrapolate import MAX_FIT_POINTS, thin_curve
+from ttp_search.data.pretrained import SharedDataMissing, cifar_resnet
 from ttp_search.dynamics import LinearizedSDE
 from ttp_search.engine import BudgetPlanner, DecisionCore, Limit, TrialCurve, ValueRangeWarning
 from ttp_search.errors import CalibrationError, InvalidInputError, MissingParameterError
@@ -45,6 +46,7 @@ from ttp_search.optuna import (
     report,
     set_budget,
 )
+from ttp_search.testing import linearized_sgd
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -720,6 +722,53 @@ EDGE_CASES = [
         _sde_nan_input,
         InvalidInputError,
         "non-finite",
+    ),
+    Case(
+        "linearized-batch",
+        "testing.linearized_sgd",
+        "batch_size above the data set",
+        lambda: linearized_sgd(
+            nn.Linear(4, 3),
+            torch.randn(8, 4),
+            torch.zeros(8).long(),
+            lr=0.1,
+            batch_size=9,
+            steps=5,
+        ),
+        InvalidInputError,
+        "larger than the data set",
+    ),
+    Case(
+        "linearized-trainable",
+        "testing.linearized_sgd",
+        "trainable prefixes that match no parameter",
+        lambda: linearized_sgd(
+            nn.Linear(4, 3),
+            torch.randn(8, 4),
+            torch.zeros(8).long(),
+            lr=0.1,
+            batch_size=4,
+            steps=5,
+            trainable=["head"],
+        ),
+        InvalidInputError,
+        "matches no parameter",
+    ),
+    Case(
+        "pretrained-missing",
+        "data.cifar_resnet",
+        "a shared folder without the weights",
+        lambda: cifar_resnet(20, shared=tempfile.mkdtemp()),
+        SharedDataMissing,
+        "cifar10_resnet20.pt is missing",
+    ),
+    Case(
+        "pretrained-depth",
+        "data.cifar_resnet",
+        "depth 18 (not 6n + 2 with weights)",
+        lambda: cifar_resnet(18),
+        InvalidInputError,
+        "20, 32 and 44",
     ),
     # scale
     Case(

@@ -1,0 +1,155 @@
+"""The SDE against exact linearized SGD and real fine-tuning on a real pretrained backbone.
+
+A CIFAR-10 ResNet (real pretrained weights from ``../shared/pretrained``) fine-tuned with its
+own head on images it never trained on (``../shared/data/cifar10_test.npz``), cross-entropy,
+BatchNorm in eval mode. Per configuration: steps to 50 / 25 / 10% of the initial training
+loss for (1) the real network trained by SGD, (2) the exact linearization trained by the
+same SGD (``ttp_search.testing.linearized_sgd``), (3) the ``LinearizedSDE``. The SDE's
+design was chosen on small MLPs (tests/dynamics/test_fidelity.py); nothing was tuned on
+these backbones, so every row here is held out.
+
+    python scripts/bench_fidelity.py [--depth 20] [--samples 500] [--shared ../shared]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import sys
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from ttp_search.data.pretrained import SharedDataMissing, cifar10_images, cifar_resnet
+from ttp_search.dynamics import LinearizedSDE
+from ttp_search.testing import linearized_sgd
+
+CONFIGS = [  # lr, batch, momentum, weight decay
+    (0.01, 32, 0.9, 0.0),
+    (0.1, 32, 0.0, 0.0),
+    (0.002, 32, 0.9, 0.0),
+    (0.05, 64, 0.0, 0.0),
+    (0.01, 32, 0.9, 5e-4),
+]
+FRACTIONS = (0.5, 0.25, 0.1)
+
+
+def real_sgd(model, x, y, lr, batch, momentum, wd, steps, every, seed=0) -> pd.DataFrame:
+    """The real network, fine-tuned by SGD with BatchNorm in eval mode, the same batches
+    as linearized_sgd draws (one seeded permutation per epoch, the last short batch dropped)."""
+    net = copy.deepcopy(model).eval()
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=wd)
+    gen = torch.Generator().manual_seed(seed)
+    order, rows = torch.empty(0, dtype=torch.long), []
+
+    def record(step):
+        with torch.no_grad():
+            rows.append((step, float(F.cross_entropy(net(x), y))))
+
+    record(0)
+    for step in range(steps):
+        if order.numel() < batch:
+            order = torch.randperm(len(y), generator=gen)
+        idx, order = order[:batch], order[batch:]
+        opt.zero_grad()
+        F.cross_entropy(net(x[idx]), y[idx]).backward()
+        opt.step()
+        if (step + 1) % every == 0:
+            record(step + 1)
+    return pd.DataFrame(rows, columns=["step", "loss"])
+
+
+def first_below(curve: pd.DataFrame, level: float) -> float:
+    hit = curve.step[curve.loss <= level]
+    return float(hit.iloc[0]) if len(hit) else math.inf
+
+
+def fmt(values) -> str:
+    return " / ".join("–" if math.isinf(v) else f"{v:.0f}" for v in values)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--depth", type=int, default=20)
+    ap.add_argument("--samples", type=int, default=500)
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--every", type=int, default=5)
+    ap.add_argument("--shared", default="../shared")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    try:
+        model = cifar_resnet(args.depth, shared=args.shared)
+        x, y = cifar10_images(args.samples, seed=0, shared=args.shared)
+    except SharedDataMissing as exc:
+        print(f"skipped: {exc}")
+        sys.exit(0)
+    loss0 = float(F.cross_entropy(model(x), y).detach())
+    levels = [f * loss0 for f in FRACTIONS]
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sde = LinearizedSDE(model, x, y, loss="ce", num_samples=args.samples)
+    setup_s = time.perf_counter() - start
+    print(
+        f"ResNet-{args.depth}, {args.samples} images, initial loss {loss0:.3f}; SDE setup "
+        f"{setup_s:.1f} s (rank {sde.rank})"
+    )
+    rows = []
+    for lr, batch, momentum, wd in tqdm(CONFIGS, desc="configurations"):
+        hyper = dict(lr=lr, batch_size=batch, momentum=momentum, weight_decay=wd)
+        t0 = time.perf_counter()
+        exact = linearized_sgd(model, x, y, steps=args.steps, eval_every=args.every, **hyper)
+        exact_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        real = real_sgd(model, x, y, lr, batch, momentum, wd, args.steps, args.every)
+        real_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        estimates = [sde.steps_to_loss(v, max_steps=args.steps, **hyper) for v in levels]
+        sde_s = (time.perf_counter() - t0) / len(levels)
+        rows.append(
+            {
+                "lr, batch, momentum, wd": f"{lr}, {batch}, {momentum}, {wd}",
+                "real network": fmt(first_below(real, v) for v in levels),
+                "exact linearized SGD": fmt(first_below(exact, v) for v in levels),
+                "LinearizedSDE": fmt(e.steps for e in estimates),
+                "SDE 80% interval": " / ".join(
+                    f"[{fmt([e.low])}, {fmt([e.high])}]" for e in estimates
+                ),
+                "stable": estimates[0].stable,
+                "edge ratio": round(sde.edge_ratio(lr, momentum, wd), 2),
+                "s per steps_to_loss": round(sde_s, 2),
+                "exact s": round(exact_s, 1),
+                "real s": round(real_s, 1),
+            }
+        )
+    table = pd.DataFrame(rows)
+    print(
+        f"steps to {' / '.join(f'{int(f * 100)}%' for f in FRACTIONS)} of the initial loss "
+        f"('–': not within {args.steps} steps; losses read every {args.every} steps)"
+    )
+    print(table.to_markdown(index=False))
+    errors = []
+    for row in rows:
+        pairs = zip(
+            row["exact linearized SGD"].split(" / "), row["LinearizedSDE"].split(" / "), strict=True
+        )
+        for a, b in pairs:
+            if a != "–" and b != "–":
+                errors.append(abs(float(b) - float(a)) / float(a))
+    if errors:
+        errors = np.array(errors)
+        print(
+            f"SDE vs exact linearized SGD, where both reach the level: median error "
+            f"{100 * np.median(errors):.1f}%, {100 * np.mean(errors <= 0.2):.0f}% within 20% "
+            f"({len(errors)} cases; exact's own resolution is {args.every} steps)"
+        )
+
+
+if __name__ == "__main__":
+    main()
