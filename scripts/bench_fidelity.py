@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from ttp_search.data.pretrained import SharedDataMissing, cifar10_images, cifar_resnet
 from ttp_search.dynamics import LinearizedSDE
-from ttp_search.testing import linearized_sgd
+from ttp_search.testing import linearized_sgd, shuffled_batches
 
 CONFIGS = [  # lr, batch, momentum, weight decay
     (0.01, 32, 0.9, 0.0),
@@ -41,27 +41,21 @@ FRACTIONS = (0.5, 0.25, 0.1)
 
 
 def real_sgd(model, x, y, lr, batch, momentum, wd, steps, every, seed=0) -> pd.DataFrame:
-    """The real network, fine-tuned by SGD with BatchNorm in eval mode, the same batches
-    as linearized_sgd draws (one seeded permutation per epoch, the last short batch dropped)."""
+    """The real network, fine-tuned by SGD with BatchNorm in eval mode, on the same batches
+    as linearized_sgd draws."""
     net = copy.deepcopy(model).eval()
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=wd)
-    gen = torch.Generator().manual_seed(seed)
-    order, rows = torch.empty(0, dtype=torch.long), []
-
-    def record(step):
-        with torch.no_grad():
-            rows.append((step, float(F.cross_entropy(net(x), y))))
-
-    record(0)
-    for step in range(steps):
-        if order.numel() < batch:
-            order = torch.randperm(len(y), generator=gen)
-        idx, order = order[:batch], order[batch:]
+    batches, rows = shuffled_batches(len(y), batch, seed), []
+    for step in range(steps + 1):
+        if step % every == 0:
+            with torch.no_grad():
+                rows.append((step, float(F.cross_entropy(net(x), y))))
+        if step == steps:
+            break
+        idx = next(batches)
         opt.zero_grad()
         F.cross_entropy(net(x[idx]), y[idx]).backward()
         opt.step()
-        if (step + 1) % every == 0:
-            record(step + 1)
     return pd.DataFrame(rows, columns=["step", "loss"])
 
 

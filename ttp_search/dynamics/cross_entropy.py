@@ -33,6 +33,14 @@ SETTLE = 0.02
 _Z = 1.2815515655446004  # 80% two-sided normal quantile, as the SDE's band
 
 
+def direction_curvatures(p: np.ndarray, M: np.ndarray) -> np.ndarray:
+    """``h_k = U_kᵀ H U_k``: the mean cross-entropy's curvature along each eigen-direction
+    (``H`` the per-sample softmax Hessians ``diag p_i − p_i p_iᵀ`` over n), for the softmax
+    outputs ``p`` (n, C) and the eigenvectors ``M`` (n, C, r)."""
+    pm = np.einsum("ic,ick->ik", p, M)
+    return (np.einsum("ic,ick->k", p, M * M) - np.einsum("ik,ik->k", pm, pm)) / p.shape[0]
+
+
 def _geometric(a: np.ndarray, k: int) -> np.ndarray:
     """``1 + a + ... + a^(k-1)``, exact near ``a = 1``."""
     out = np.full(a.shape, float(k))
@@ -92,8 +100,7 @@ def ce_run(
         res = p - Y
         per_sample = np.einsum("ic,ick->ik", res, M)
         grad_f = per_sample.sum(axis=0) / n  # Uᵀ ∇_f L
-        pm = np.einsum("ic,ick->ik", p, M)
-        h = (np.einsum("ic,ick->k", p, M * M) - np.einsum("ik,ik->k", pm, pm)) / n
+        h = direction_curvatures(p, M)
         var = np.maximum(P[2], 0.0) + np.maximum(W2[2] / batch_size - W1[1] ** 2 / num_data, 0.0)
         if t == read[j]:
             loss = float(-np.mean(np.sum(Y * logp, axis=1)))

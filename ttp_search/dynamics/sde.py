@@ -41,7 +41,7 @@ from torch import nn
 from ttp_search._checks import check_int, check_real
 from ttp_search.budget.schedule import Schedule as BudgetSchedule
 from ttp_search.budget.schedule import ScheduleLike, as_schedule
-from ttp_search.dynamics.cross_entropy import _Z, ce_run
+from ttp_search.dynamics.cross_entropy import _Z, ce_run, direction_curvatures
 from ttp_search.dynamics.jacobian import sketched_jacobian, weight_direction
 from ttp_search.dynamics.recursion import mse_run
 from ttp_search.dynamics.spectrum import extrapolation_factors
@@ -538,9 +538,7 @@ class LinearizedSDE:
         if cached is None or cached[0] is not self.eigenvalues:
             r = self.rank
             M = self.U[:, :r].reshape(self.n, self.C, r)
-            p = softmax(self.f0, axis=1)
-            pm = np.einsum("ic,ick->ik", p, M)
-            h = (np.einsum("ic,ick->k", p, M * M) - np.einsum("ik,ik->k", pm, pm)) / self.n
+            h = direction_curvatures(softmax(self.f0, axis=1), M)
             cached = self._h0 = (self.eigenvalues, self.eigenvalues[:r] * np.maximum(h, 0.0))
         return cached[1]
 

@@ -5,7 +5,7 @@
 - :func:`throwaway_postgres`: a private PostgreSQL server for distributed studies.
 """
 
-from ttp_search.testing.linearized import linearized_sgd
+from ttp_search.testing.linearized import linearized_sgd, shuffled_batches
 from ttp_search.testing.postgres import (
     PostgresServer,
     PostgresUnavailableError,
@@ -19,6 +19,7 @@ __all__ = [
     "PostgresUnavailableError",
     "find_pg_bin",
     "linearized_sgd",
+    "shuffled_batches",
     "start_postgres",
     "throwaway_postgres",
 ]
