@@ -86,7 +86,7 @@ class BlockGrams:
         return list(self.grams)
 
     def sde(
-        self, blocks: Sequence[str], *, rank: int = 1024, extrapolate: bool = True
+        self, blocks: Sequence[str], *, rank: int | None = None, extrapolate: bool = True
     ) -> LinearizedSDE:
         """The linearized SDE of fine-tuning exactly ``blocks`` (the rest frozen); see
         :class:`LinearizedSDE` for ``extrapolate``."""

@@ -1,17 +1,17 @@
 """Minibatch SGD on the linearized network, simulated in function space.
 
-With ``Θ = U Λ Uᵀ`` the linearized network's outputs are ``f = f0 + U z``, and one SGD step
-on a minibatch B moves them by exactly
+The linearized network's outputs on the n samples are ``F = f0 + J(w − w0)``, and one SGD
+step on a minibatch B moves them by exactly
 
-    v ← m v + Λ U_Bᵀ ∇_{f_B} L_B(f_B) + ω (d + z),    z ← z − η_t v
+    V ← m V + Θ[:, B] ∇_{F_B} L_B(F_B) + ω (d0 + F − f0),    F ← F − η_t V
 
-where ``U_B`` are the rows of the batch's samples: the step needs the batch's outputs only,
-``B·C·r`` numbers, not a pass over the weights. Several runs with seeded shuffling-loader
+(``Θ = J Jᵀ`` the function-space Gram, heavy-ball momentum ``m``, weight decay ``ω`` toward 0
+with ``d0 = J w0``, or toward w0 with ``d0 = 0``): a step costs B·C rows of Θ, not a pass
+over the weights, and needs no eigen-truncation. Several runs with seeded shuffling-loader
 batches (a fresh permutation per epoch, the last short batch dropped) give the expected
-loss and its spread directly. This is the reference the Gaussian noise model approximates,
-and it holds where that model breaks: when the per-sample gradients are so large that one
-minibatch step throws the outputs far (pretrained ResNets with BatchNorm frozen), the
-loss rises several-fold before it falls, which no small-noise expansion can follow.
+loss and its spread directly. This holds where a small-noise (Gaussian) model breaks: when
+the per-sample gradients are so large that one minibatch step throws the outputs far
+(pretrained ResNets with BatchNorm frozen), the loss rises several-fold before it falls.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from scipy.special import log_softmax
 
 
 def _residual(outputs: np.ndarray, targets: np.ndarray, loss: str) -> np.ndarray:
-    """∂ℓ_i/∂f_i per sample for the mean loss (CE: softmax − one-hot; MSE over C outputs)."""
+    """∂ℓ_i/∂f_i per sample (CE: softmax − one-hot; MSE: the mean over C outputs')."""
     if loss == "ce":
         return np.exp(log_softmax(outputs, axis=-1)) - targets
     return 2.0 * (outputs - targets) / outputs.shape[-1]
@@ -37,11 +37,10 @@ def _losses(outputs: np.ndarray, targets: np.ndarray, loss: str) -> np.ndarray:
 def simulate_sgd(
     eta: np.ndarray,
     read: np.ndarray,
-    U: np.ndarray,
-    lam: np.ndarray,
+    theta: np.ndarray,
     f0: np.ndarray,
     Y: np.ndarray,
-    drift: np.ndarray,
+    d0: np.ndarray,
     *,
     loss: str,
     batch_size: int,
@@ -53,27 +52,26 @@ def simulate_sgd(
 ) -> np.ndarray:
     """``runs`` seeded SGD runs of the schedule ``eta``, read at the sorted steps ``read``.
 
-    ``U``: (n·C, r), ``lam``: (r,), ``f0``/``Y``: (n, C) outputs and targets (one-hot for
-    CE), ``drift``: (r,) the weight-decay direction. Returns (len(read), 5): the runs' mean
-    loss, their 10th and 90th percentiles, the mean accuracy (NaN for MSE), and the largest
-    per-step rate ``η λ h`` of the mean outputs met so far. ``stop_below``: return at the
-    first read whose 90th percentile is at or below it (the rows after are NaN).
+    ``theta``: (n·C, n·C) Gram (any float dtype; float32 halves the memory traffic),
+    ``f0``/``Y``/``d0``: (n, C) outputs, targets (one-hot for CE) and weight-decay
+    direction. Returns (len(read), 4): the runs' mean loss, their 10th and 90th percentiles
+    and the mean accuracy (NaN for MSE). ``stop_below``: return at the first read whose 90th
+    percentile is at or below it (the rows after are NaN).
     """
     n, C = f0.shape
-    r = lam.size
-    M = U.reshape(n, C, r)
     rng = np.random.default_rng(seed)
     epoch = n // batch_size
-    z, v = np.zeros((runs, r)), np.zeros((runs, r))
+    F = np.broadcast_to(f0, (runs, n, C)).copy()
+    V = np.zeros((runs, n * C))
     labels = Y.argmax(axis=1)
+    columns = np.arange(C)
     out = np.full((read.size, 4), np.nan)
     order = np.empty((runs, 0), dtype=np.int64)
     j = 0
     for t in range(eta.size + 1):
         if t == read[j]:
-            outputs = f0 + np.einsum("ick,sk->sic", M, z)
-            values = _losses(outputs, Y, loss)
-            acc = np.mean(outputs.argmax(axis=-1) == labels) if loss == "ce" else np.nan
+            values = _losses(F, Y, loss)
+            acc = np.mean(F.argmax(axis=-1) == labels) if loss == "ce" else np.nan
             low, high = np.percentile(values, [10, 90])
             out[j] = (values.mean(), low, high, acc)
             j += 1
@@ -84,11 +82,12 @@ def simulate_sgd(
         if order.shape[1] < batch_size:
             order = np.argsort(rng.random((runs, n)), axis=1)[:, : epoch * batch_size]
         batch, order = order[:, :batch_size], order[:, batch_size:]
-        Mb = M[batch]  # (runs, B, C, r)
-        outputs = f0[batch] + np.einsum("sbck,sk->sbc", Mb, z)
-        grad = lam * np.einsum("sbc,sbck->sk", _residual(outputs, Y[batch], loss), Mb) / batch_size
+        rows = (batch[..., None] * C + columns).reshape(runs, -1)  # (runs, B·C)
+        grad = _residual(np.take_along_axis(F, batch[..., None], axis=1), Y[batch], loss)
+        grad = grad.reshape(runs, 1, -1).astype(theta.dtype) / batch_size
+        kick = np.matmul(grad, theta[rows]).reshape(runs, n * C)  # Θ is symmetric: rows
         if wd:
-            grad += wd * (drift + z)
-        v = momentum * v + grad
-        z -= eta[t] * v
+            kick = kick + wd * (d0.ravel() + (F - f0).reshape(runs, -1))
+        V = momentum * V + kick
+        F -= eta[t] * V.reshape(runs, n, C)
     return out
