@@ -118,7 +118,13 @@ def test_trials_table_and_summary_of_a_cost_aware_study(tmp_path):
     assert summary.spent_seconds == pytest.approx(df.measured_seconds.sum())
     assert summary.saved_seconds >= 0
     assert sum(summary.saved_by_rule.values()) == pytest.approx(summary.saved_seconds)
-    assert set(summary.saved_by_rule) <= {"unlikely", "study_time", "non_finite", "other"}
+    assert set(summary.saved_by_rule) <= {
+        "unlikely",
+        "not_worth_cost",
+        "study_time",
+        "non_finite",
+        "other",
+    }
     assert not math.isnan(summary.step_time_error)
     text = summary.text()
     assert "median error" in text and f"best: trial {study.best_trial.number}" in text

@@ -9,6 +9,7 @@ a trial whose predicted cost to finish exceeds what is left of the study's time 
 
 from __future__ import annotations
 
+import copy
 import enum
 import math
 import warnings
@@ -24,7 +25,7 @@ from ttp_search._checks import (
     check_value_range,
 )
 from ttp_search.budget.schedule import KINDS, ScheduleLike, as_schedule, rate_of
-from ttp_search.curves import extrapolate
+from ttp_search.curves import PartialCurve, StudyPredictor, extrapolate
 from ttp_search.errors import InvalidInputError
 
 Direction = Literal["minimize", "maximize"]
@@ -63,6 +64,11 @@ class TrialCurve:
     # A completed trial's result (the objective's return value, which can differ from its
     # last report, say a test score after the last validation report).
     final: float | None = None
+    # A trial stopped early: a censored example for the study-informed predictor.
+    pruned: bool = False
+    # Training losses reported beside the values (steps, losses), for TSE/LCGA features.
+    train_steps: np.ndarray | None = None
+    train_losses: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.steps = np.asarray(self.steps, dtype=np.float64).ravel()
@@ -72,6 +78,32 @@ class TrialCurve:
                 f"steps ({self.steps.size}) and values ({self.values.size}) differ in length"
             )
         as_schedule(self.schedule)  # refuses an unknown name, naming it
+        if (self.train_steps is None) != (self.train_losses is None):
+            raise InvalidInputError("train_steps and train_losses go together")
+        if self.train_steps is not None:
+            self.train_steps = np.asarray(self.train_steps, dtype=np.float64).ravel()
+            self.train_losses = np.asarray(self.train_losses, dtype=np.float64).ravel()
+            if self.train_steps.shape != self.train_losses.shape:
+                raise InvalidInputError("train_steps and train_losses differ in length")
+
+    def partial(self, budget: float) -> PartialCurve:
+        """The curve as the study-informed predictor reads it, at ``budget`` steps."""
+        train = self.train_steps is not None and self.train_steps.size > 0
+        return PartialCurve(
+            self.steps,
+            self.values,
+            float(budget),
+            rate=rate_of(self.schedule, float(budget)),
+            train_steps=self.train_steps if train else None,
+            train_losses=self.train_losses if train else None,
+        )
+
+    def cost(self) -> float | None:
+        """Seconds this trial has used (measured, else steps times its step seconds)."""
+        if self.elapsed_s is not None:
+            return float(self.elapsed_s)
+        step_s = self.step_seconds()
+        return None if step_s is None else self.last_step * step_s
 
     @property
     def result(self) -> float | None:
@@ -107,7 +139,9 @@ class Rule(str, enum.Enum):
     NO_INCUMBENT = "no_incumbent"  # nothing completed to compare with
     MAY_BEAT = "may_beat"  # P(ends better than the incumbent) >= threshold
     AHEAD_OF_PEERS = "ahead_of_peers"  # unlikely to win, but ahead of its peers
-    UNLIKELY = "unlikely"  # P(ends better) < threshold: stop
+    WORTH_FINISHING = "worth_finishing"  # unlikely, but cheaper per chance than a new trial
+    NOT_WORTH_COST = "not_worth_cost"  # a new trial buys more chance per second: stop
+    UNLIKELY = "unlikely"  # P(ends better) < threshold, cost unknown: stop
 
 
 @dataclass(frozen=True)
@@ -154,6 +188,15 @@ class DecisionCore:
         band_tolerance: a trial with a predicted band (``TrialCurve.band``) is stopped once
             past warm-up when its latest value is worse than the band's bad edge by more
             than this fraction of the edge (``None``: bands are ignored).
+        predictor: the study-informed predictor of a trial's final value (fitted anew at
+            each decision on the finished and pruned trials; its feature cache is kept);
+            ``None``: each curve is extrapolated on its own.
+
+    The stop rule weighs cost. A trial that may still end within ``margin`` of the
+    incumbent (P >= ``threshold``) is never stopped. One that probably will not is still
+    kept while its chance per second of its remaining cost beats what a new trial buys:
+    the share of the study's finished trials that ended within ``margin`` of the incumbent,
+    per second a finished trial cost on average.
     """
 
     def __init__(
@@ -169,7 +212,13 @@ class DecisionCore:
         margin: float = 0.0,
         peer_percentile: float | None = 50.0,
         band_tolerance: float | None = 0.5,
+        predictor: StudyPredictor | None = None,
     ) -> None:
+        if predictor is not None and predictor.direction != direction:
+            raise InvalidInputError(
+                f"the predictor's direction {predictor.direction!r} is not {direction!r}"
+            )
+        self.predictor = predictor
         if band_tolerance is not None:
             band_tolerance = check_real("band_tolerance", band_tolerance, low=0.0)
         self.band_tolerance = band_tolerance
@@ -210,7 +259,7 @@ class DecisionCore:
         best = best_trial.result if best_trial is not None else None
         label = best_trial.label if best_trial is not None else None
         for t in others:
-            if t.finished or t.predicted_final is None:
+            if t.finished or t.pruned or t.predicted_final is None:
                 continue
             _, low, high = t.predicted_final
             pessimistic = high if self.direction == "minimize" else low
@@ -233,6 +282,33 @@ class DecisionCore:
             lr_schedule=schedule,
             value_range=self._range_for(trial.values),
         )
+
+    def estimate(self, trial: TrialCurve, others: Sequence[TrialCurve]):
+        """The trial's predicted final value: from the study's finished trials where enough
+        of them reach its fraction of the budget, else (or mixed with) its own extrapolation;
+        ``None`` when there is too little to go on."""
+        if self.predictor is None or not trial.budget_steps:
+            return self.predict(trial)
+        budget = max(float(trial.budget_steps), trial.last_step)
+        at = self.predictor.grid_fraction(trial.last_step / budget)
+        if at is None:
+            return self.predict(trial)
+        done = [
+            t for t in others if t.finished and t.result is not None and math.isfinite(t.result)
+        ]
+        curves = [t.partial(t.budget_steps or t.last_step) for t in done]
+        reach = sum(c.reaches(at) for c in curves)
+        if reach < self.predictor.min_trials:
+            return self.predict(trial)
+        fallback = None
+        if reach < 2 * self.predictor.min_trials:
+            fallback = self.predict(trial)
+            if fallback is None:
+                return None
+        pruned = [t.partial(t.budget_steps) for t in others if t.pruned and t.budget_steps]
+        model = copy.copy(self.predictor)  # fitted state per decision; the cache is shared
+        model.fit(curves, [t.result for t in done], at, pruned=pruned)
+        return model.predict(trial.partial(budget), fallback=fallback)
 
     def _range_for(self, values: np.ndarray) -> tuple[float, float] | None:
         """``value_range``, unless the trial's values leave it (then ``None``, with a warning).
@@ -323,7 +399,7 @@ class DecisionCore:
                 extra=seen,
                 rule=Rule.WARMUP,
             )
-        est = self.predict(trial)
+        est = self.estimate(trial, others)
         if est is None:
             return Decision(
                 False,
@@ -364,14 +440,55 @@ class DecisionCore:
                 rule=Rule.AHEAD_OF_PEERS,
                 **fields,
             )
+        predicted = (
+            f"predicted {est.mean:.4g} [{est.low:.4g}, {est.high:.4g}] at step "
+            f"{trial.budget_steps or trial.last_step:g}"
+        )
+        unlikely = f"P(ends better than {bar:.4g}) = {p:.3f} < {self.threshold:g}"
+        new_trial = self.new_trial_rate(others, bar)
+        if new_trial is not None and remaining is not None and remaining > 0:
+            here = p / remaining
+            words = f"{p:.3g} in {remaining:.3g} s vs a new trial's {new_trial[0]:.3g} in {new_trial[1]:.3g} s"
+            if here >= new_trial[0] / new_trial[1]:
+                return Decision(
+                    False,
+                    f"{unlikely}, but finishing it is worth more per second: {words}",
+                    prob_better=p,
+                    rule=Rule.WORTH_FINISHING,
+                    **fields,
+                )
+            return Decision(
+                True,
+                f"{unlikely}; a new trial is worth more per second ({words}); {predicted}",
+                prob_better=p,
+                rule=Rule.NOT_WORTH_COST,
+                **fields,
+            )
         return Decision(
             True,
-            f"P(ends better than {bar:.4g}) = {p:.3f} < {self.threshold:g}; "
-            f"predicted {est.mean:.4g} [{est.low:.4g}, {est.high:.4g}] at step {est.budget:g}",
+            f"{unlikely}; {predicted}",
             prob_better=p,
             rule=Rule.UNLIKELY,
             **fields,
         )
+
+    def new_trial_rate(
+        self, others: Sequence[TrialCurve], bar: float
+    ) -> tuple[float, float] | None:
+        """What a new trial buys: (chance it ends beating ``bar``, seconds it costs), from
+        the study's finished and pruned trials (a pruned trial counts as a miss); ``None``
+        when none has a cost."""
+        ended = [t for t in others if (t.finished or t.pruned) and t.steps.size]
+        costs = [c for c in (t.cost() for t in ended) if c is not None and c > 0]
+        if not costs:
+            return None
+        hits = sum(
+            1
+            for t in ended
+            if t.finished and t.result is not None and not self.better(bar, t.result)
+        )
+        # Laplace's rule keeps an unlucky or a lucky start from reading as 0 or 1.
+        return (hits + 1) / (len(ended) + 2), float(np.mean(costs))
 
     def outside_band(self, trial: TrialCurve) -> str | None:
         """Why the trial has left its predicted band in the bad direction, or ``None``."""

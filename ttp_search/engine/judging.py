@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from ttp_search._checks import check_int, check_positive_seconds
+from ttp_search.curves import DEFAULT_FEATURES, StudyPredictor
 from ttp_search.engine.decision import Decision, DecisionCore, Direction, TrialCurve
 
 
@@ -35,6 +36,11 @@ class DecisionOptions:
     margin: float = 0.0
     peer_percentile: float | None = 50.0
     band_tolerance: float | None = 0.5
+    #: Curve features of the study-informed predictor (``ttp_search.curves.features``);
+    #: ``None``: every curve extrapolated on its own, as before ttp_search 0.3.
+    study_features: tuple[str, ...] | None = DEFAULT_FEATURES
+    # One predictor per direction, kept so finished trials' features are computed once.
+    _predictors: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         check_int("interval_steps", self.interval_steps, 1)
@@ -54,7 +60,22 @@ class DecisionOptions:
             margin=self.margin,
             peer_percentile=self.peer_percentile,
             band_tolerance=self.band_tolerance,
+            predictor=self.predictor(direction),
         )
+
+    def predictor(self, direction: Direction) -> StudyPredictor | None:
+        """The study-informed predictor for ``direction`` (``None`` without features)."""
+        if self.study_features is None:
+            return None
+        model = self._predictors.get(direction)
+        if model is None:
+            model = self._predictors[direction] = StudyPredictor(
+                direction,
+                features=self.study_features,
+                min_trials=max(self.n_startup_trials, 2),
+                value_range=self.value_range,
+            )
+        return model
 
     def should_judge(self, steps: Sequence[float], value: float) -> bool:
         """Judge the latest report (steps so far, its value)? Always a non-finite one."""

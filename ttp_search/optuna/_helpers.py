@@ -94,11 +94,20 @@ def stop_study(study: optuna.Study, why: str) -> None:
         pass  # not inside study.optimize
 
 
-def report(trial: optuna.Trial, value: float, step: int, elapsed_s: float | None = None) -> None:
+def report(
+    trial: optuna.Trial,
+    value: float,
+    step: int,
+    elapsed_s: float | None = None,
+    *,
+    train_loss: float | None = None,
+) -> None:
     """Like ``trial.report``, and record the seconds the trial has run so far.
 
     ``elapsed_s`` defaults to the time since the trial started. Steps must increase; a
     non-finite ``value`` is reported as is (the pruner then stops the trial and says why).
+    ``train_loss``: the training loss at this step (e.g. the mean over the steps since the
+    last report), kept as ``keys.TRAIN_LOSS`` for the training-loss features (TSE, LCGA).
     """
     step = check_int("step", step, 0)
     reported = cached_trial(trial).intermediate_values
@@ -112,7 +121,12 @@ def report(trial: optuna.Trial, value: float, step: int, elapsed_s: float | None
     elapsed_s = check_real("elapsed_s", elapsed_s, low=0.0)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InvalidInputError(f"value must be a number, got {value!r}")
+    if train_loss is not None:
+        train_loss = check_real("train_loss", train_loss)
     trial.report(float(value), step)
+    if train_loss is not None:
+        losses = list(trial.user_attrs.get(keys.TRAIN_LOSS) or [])
+        trial.set_user_attr(keys.TRAIN_LOSS, [*losses, [step, train_loss]])
     clock = {"elapsed_s": float(elapsed_s), "step": step}
     previous = trial.user_attrs.get(keys.CLOCK)
     # The previous report's clock gives the recent step rate; a clock copied from another

@@ -29,6 +29,7 @@ from ttp_search.optuna.keys import (
     PRUNE_REASON,
     SCHEDULE,
     TARGET_REACHED,
+    TRAIN_LOSS,
     fixed_params,
     plan_of,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "PRUNE_REASON",
     "SCHEDULE",
     "TARGET_REACHED",
+    "TRAIN_LOSS",
     "elapsed_since",
     "fixed_params",
     "plan_of",
@@ -125,6 +127,7 @@ def trial_curve(trial: FrozenTrial, *, measure_now: bool = False) -> TrialCurve:
             decision["predicted_high"],
         )
     finished = trial.state == TrialState.COMPLETE
+    train = attrs.get(TRAIN_LOSS) or []
     final = None
     if finished and trial.value is not None:
         # The objective's return value is the trial's result, even if it differs from
@@ -140,6 +143,9 @@ def trial_curve(trial: FrozenTrial, *, measure_now: bool = False) -> TrialCurve:
         predicted_step_s=plan.get("step_s"),
         recent_step_s=recent,
         finished=finished,
+        pruned=trial.state == TrialState.PRUNED,
+        train_steps=[step for step, _ in train] if train else None,
+        train_losses=[loss for _, loss in train] if train else None,
         final=final,
         predicted_final=pred,
         label=trial.number,

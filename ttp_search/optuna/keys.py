@@ -41,6 +41,8 @@ FAIL_REASON = PREFIX + "fail_reason"
 WORKER = PREFIX + "worker"
 #: The first step at which the trial reached the search's training target.
 TARGET_REACHED = PREFIX + "target_reached_step"
+#: Training losses reported beside the values, ``[[step, loss], ...]`` (``report(train_loss=)``).
+TRAIN_LOSS = PREFIX + "train_loss"
 
 
 def plan_of(trial: FrozenTrial) -> dict[str, Any]:

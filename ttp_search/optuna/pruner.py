@@ -126,10 +126,10 @@ class TTPPruner(BasePruner):
     def _curve(self, study: optuna.Study, trial: FrozenTrial) -> TrialCurve | None:
         """The core's view of another trial; a completed trial's is built once and kept
         (Optuna refuses changes to finished trials), so a decision among 1,000 trials does
-        not rebuild 1,000 curves."""
+        not rebuild 1,000 curves. Pruned trials are kept as censored examples."""
         if trial.state == TrialState.RUNNING:
             return storage.trial_curve(trial)
-        if trial.state != TrialState.COMPLETE:
+        if trial.state not in (TrialState.COMPLETE, TrialState.PRUNED):
             return None
         # The storage object itself (not its id, which a later storage could reuse) and the
         # storage's trial id name the trial across studies.

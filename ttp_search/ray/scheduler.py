@@ -26,6 +26,7 @@ PREDICTED_STEP_KEY = "ttp_predicted_step_s"
 ELAPSED_KEY = "ttp_elapsed_s"  # seconds of training so far, when the trainable reports them
 TARGET_REACHED_KEY = "ttp_target_reached_step"  # a result's first step at the target
 BAND_KEY = "ttp_band"  # {"step": [...], "low": [...], "high": [...]}: a predicted curve
+TRAIN_LOSS_KEY = "ttp_train_loss"  # the training loss beside the metric (TSE/LCGA features)
 
 
 @dataclass
@@ -41,6 +42,8 @@ class _TrialState:
     final: float | None = None
     prediction: tuple[float, float, float] | None = None
     band: tuple | None = None
+    train_steps: list = field(default_factory=list)
+    train_losses: list = field(default_factory=list)
 
     def curve(self, label: str | None = None) -> TrialCurve:
         done = self.status == "completed"
@@ -57,6 +60,9 @@ class _TrialState:
             predicted_final=self.prediction,
             band=self.band,
             label=label,
+            pruned=self.status == "stopped",
+            train_steps=self.train_steps or None,
+            train_losses=self.train_losses or None,
         )
 
 
@@ -209,6 +215,10 @@ class TTPScheduler(FIFOScheduler):
         budget = _budget(result.get(BUDGET_KEY), f"result[{BUDGET_KEY!r}]")
         state.steps.append(float(step))
         state.values.append(float(value))
+        train_loss = result.get(TRAIN_LOSS_KEY)
+        if isinstance(train_loss, numbers.Real) and not isinstance(train_loss, bool):
+            state.train_steps.append(float(step))
+            state.train_losses.append(float(train_loss))
         elapsed = result.get(ELAPSED_KEY, result.get("time_total_s"))
         if elapsed is not None and state.elapsed_s is not None and len(state.steps) > 1:
             state.recent_step_s = (elapsed - state.elapsed_s) / (state.steps[-1] - state.steps[-2])
@@ -248,8 +258,9 @@ class TTPScheduler(FIFOScheduler):
             self._trials[trial.trial_id].status = "errored"
 
     def on_trial_remove(self, tune_controller, trial) -> None:
-        if trial.trial_id in self._trials:
-            self._trials[trial.trial_id].status = "removed"
+        state = self._trials.get(trial.trial_id)
+        if state is not None and state.status != "stopped":  # a stopped one stays censored
+            state.status = "removed"
 
     def debug_string(self) -> str:
         stopped = sum(s.status == "stopped" for s in self._trials.values())
@@ -261,7 +272,9 @@ class TTPScheduler(FIFOScheduler):
         return [
             state.curve(tid)
             for tid, state in self._trials.items()
-            if tid != trial_id and state.status in ("running", "completed") and state.steps
+            if tid != trial_id
+            and state.status in ("running", "completed", "stopped")
+            and state.steps
         ]
 
     def _time_left(self) -> float | None:

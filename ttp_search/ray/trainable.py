@@ -17,6 +17,7 @@ from ttp_search.ray.scheduler import (
     SCHEDULE_KEY,
     STEP_KEY,
     TARGET_REACHED_KEY,
+    TRAIN_LOSS_KEY,
 )
 
 
@@ -53,11 +54,13 @@ def report(
     *,
     elapsed_s: float | None = None,
     target_reached_step: int | None = None,
+    train_loss: float | None = None,
 ) -> None:
     """``ray.tune.report`` plus the fields TTPScheduler and CostAwareSearcher read: step,
     budget, schedule, the seconds of training so far (``elapsed_s``; without it Ray's
-    ``time_total_s``, which counts the trainable's start-up too, times the steps), and (once
-    the search's training target is reached) the first step at which it was."""
+    ``time_total_s``, which counts the trainable's start-up too, times the steps), (once
+    the search's training target is reached) the first step at which it was, and the
+    training loss beside the metric (``train_loss``, for the TSE/LCGA features)."""
     step = check_int("step", step, 0)
     extra = {STEP_KEY: step, SCHEDULE_KEY: config.get(SCHEDULE_KEY, "constant")}
     if BUDGET_KEY in config:
@@ -66,4 +69,6 @@ def report(
         extra[ELAPSED_KEY] = check_real("elapsed_s", elapsed_s, low=0.0)
     if target_reached_step is not None:
         extra[TARGET_REACHED_KEY] = check_int("target_reached_step", target_reached_step, 1)
+    if train_loss is not None:
+        extra[TRAIN_LOSS_KEY] = check_real("train_loss", train_loss)
     tune.report({**metrics, **extra}, checkpoint=checkpoint)

@@ -117,6 +117,7 @@ class StudySummary:
 
 _RULE_WORDS = {
     "unlikely": "by stopping trials predicted not to beat the best",
+    "not_worth_cost": "by stopping trials whose chance per second was below a new trial's",
     "study_time": "by stopping trials that could not finish in the study's time left",
     "outside_band": "by stopping trials whose loss left the predicted band",
     "non_finite": "by stopping trials that reported NaN or inf",

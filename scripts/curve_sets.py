@@ -1,0 +1,120 @@
+"""The recorded curve sets the ranking and pruning benchmarks replay, in one shape.
+
+* ``nas``, ``hpo``: the project's MNIST-1D halves (``ttp_search.data.load_curves``); compute is
+  seconds, training losses are reported per step.
+* ``deberta``, ``deberta-v3``: random-search fine-tuning of DeBERTa / DeBERTaV3-base on
+  MultiNLI from ``../shared/curves`` (see ``../shared/DATA.md``): validation accuracy (matched)
+  every 1,000 steps; budgets 1-4 epochs; linear warm-up then, as assumed here, linear decay to
+  zero at the trial's own budget. No timestamps: compute is steps × batch size.
+
+Which sets chose the design and its constants, and which are held out, is fixed here once.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ttp_search.budget.schedule import Schedule
+from ttp_search.curves import PartialCurve
+from ttp_search.data import load_curves
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+TUNING_SETS = ("nas", "deberta")  # features, grid and constants were chosen on these
+HELD_OUT_SETS = ("hpo", "deberta-v3")  # never looked at while choosing
+_DEBERTA_FILES = {
+    "deberta": "deberta-base_tuning.results.jsonl.gz",
+    "deberta-v3": "deberta-v3-base_tuning.results.jsonl.gz",
+}
+
+
+@dataclass(frozen=True)
+class RecordedTrial:
+    """One recorded trial: its reports, budget, schedule, compute per step and final value."""
+
+    name: str
+    steps: np.ndarray
+    values: np.ndarray  # accuracies, higher is better
+    budget: int
+    schedule: Schedule
+    compute_per_step: np.ndarray  # per report interval (seconds, or examples)
+    final: float
+    epoch_steps: int
+    train_steps: np.ndarray | None = None
+    train_losses: np.ndarray | None = None
+
+    def compute_at(self) -> np.ndarray:
+        """Compute used up to each report."""
+        return np.cumsum(np.diff(np.r_[0.0, self.steps]) * self.compute_per_step)
+
+    def curve(self, upto: int | None = None) -> PartialCurve:
+        """The trial as the predictor sees it after ``upto`` reports (all by default)."""
+        k = self.steps.size if upto is None else upto
+        train = None
+        if self.train_steps is not None:
+            train = self.train_steps <= self.steps[k - 1]
+        return PartialCurve(
+            self.steps[:k],
+            self.values[:k],
+            float(self.budget),
+            rate=self.schedule.rate(float(self.budget))
+            if self.schedule.kind != "constant"
+            else None,
+            train_steps=None if train is None else self.train_steps[train],
+            train_losses=None if train is None else self.train_losses[train],
+        )
+
+
+def available(name: str, shared: Path = SHARED) -> bool:
+    return name in ("nas", "hpo") or (shared / "curves" / _DEBERTA_FILES[name]).exists()
+
+
+def load_set(name: str, shared: Path = SHARED) -> list[RecordedTrial]:
+    """The trials of one set; a missing DeBERTa file raises ``FileNotFoundError`` naming it."""
+    if name in ("nas", "hpo"):
+        return [_mnist1d(r) for r in load_curves(space=name)]
+    path = shared / "curves" / _DEBERTA_FILES[name]
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing (see ../shared/DATA.md for its source)")
+    with gzip.open(path, "rt") as handle:
+        return [_deberta(json.loads(line), i) for i, line in enumerate(handle)]
+
+
+def _mnist1d(run) -> RecordedTrial:
+    steps = run.epoch_steps().astype(np.float64)
+    train_steps = np.arange(1, run.train_loss.size + 1, dtype=np.float64)
+    return RecordedTrial(
+        name=run.run_id,
+        steps=steps,
+        values=run.val_acc,
+        budget=int(run.budget_steps),
+        schedule=Schedule(run.config.get("schedule", "constant")),
+        compute_per_step=run.step_time_s,
+        final=float(run.final_val_acc),
+        epoch_steps=int(run.steps_per_epoch),
+        train_steps=train_steps,
+        train_losses=run.train_loss,
+    )
+
+
+def _deberta(record: dict, index: int) -> RecordedTrial:
+    curve = np.asarray(record["learning_curves"]["matched"], dtype=np.float64)
+    steps, values = curve[:, 0], curve[:, 1]
+    keep = np.r_[True, np.diff(steps) > 0]  # the last report can repeat the budget's step
+    steps, values = steps[keep], values[keep]
+    budget = int(record["total_model_steps"])
+    epochs = int(record["num_train_epochs"])
+    return RecordedTrial(
+        name=f"{index:04d}",
+        steps=steps,
+        values=values,
+        budget=budget,
+        schedule=Schedule("linear", warmup_steps=int(record["warmup_steps"])),
+        compute_per_step=np.full(steps.size, float(record["train_batch_size"])),
+        final=float(values[-1]),
+        epoch_steps=max(budget // epochs, 1),
+    )

@@ -1,0 +1,339 @@
+"""A running trial's final value predicted from the trials its study has already finished.
+
+A single curve's shape says little about its end when budgets and schedules differ; the study
+says more: every finished trial is a worked example of how a partial curve, read at some
+fraction of its own budget, relates to where it ended under this study's recipe. So the
+predictor regresses finished trials' final values on the value each observed at the running
+trial's fraction of its budget, as a monotone (isotonic) map: a trial ahead of another at the
+same fraction is predicted to end no worse, so the prediction never ranks against what is
+observed, while it learns how much of the remaining gain trials at that level got. Beyond the
+finished trials' range the map continues with slope 1 (a running trial better than every
+finished one is predicted to keep its lead, not capped at the best final value). Further curve
+features (:mod:`ttp_search.curves.features`) enter as a ridge regression on what the map
+leaves unexplained, only where named.
+
+Intervals are conformal: the finished trials' cross-fitted residuals (5 folds, each fitted
+without it), taken from the trials nearest in observed value, since the spread of the gain
+still to come differs between the study's leaders and its stragglers.
+
+Pruned trials have no final value. A pruned trial that reached the fraction is kept as a
+censored example: its final is imputed by the same map fitted at the last fraction it
+reached, which says more about its end than anything at the earlier fraction.
+
+While fewer than ``min_trials`` finished trials reach the fraction, the prediction is the
+single-curve extrapolation it is given; from ``min_trials`` to ``2 · min_trials`` the two are
+mixed, the study's weight rising linearly to 1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from scipy.special import ndtr
+from sklearn.isotonic import IsotonicRegression
+
+from ttp_search._checks import check_int, check_real, check_value_range
+from ttp_search.curves.extrapolate import Extrapolation
+from ttp_search.curves.features import FEATURES, PartialCurve, curve_features
+from ttp_search.errors import InvalidInputError
+
+#: What the ablation in BENCHMARKS.md (bench-ranking) kept: no other feature raised the tuning
+#: sets' rank correlation over the observed value alone.
+DEFAULT_FEATURES = ("observed",)
+_FOLDS = 5
+
+
+@dataclass(frozen=True)
+class StudyPrediction:
+    """A predicted final value: an empirical distribution (the prediction plus the study's
+    leave-one-out residuals), mixed with the single-curve extrapolation by ``1 − weight``."""
+
+    mean: float
+    low: float
+    high: float
+    level: float
+    direction: str
+    n_trials: int
+    weight: float
+    samples: np.ndarray = field(repr=False)
+    bandwidth: float = field(repr=False, default=0.0)
+    wide: float = field(repr=False, default=1.0)
+    fallback: Extrapolation | None = field(repr=False, default=None)
+
+    def cdf(self, x: float) -> float:
+        study = 0.0
+        if self.weight > 0:
+            # The conformal (n + 1)-th point, whose residual could be anything, as a wide
+            # component of weight 1 / (n + 1) about the median.
+            n = self.samples.size
+            near = float(np.sum(ndtr((x - self.samples) / self.bandwidth)))
+            far = float(ndtr((x - float(np.median(self.samples))) / self.wide))
+            study = (near + far) / (n + 1)
+        if self.weight >= 1 or self.fallback is None:
+            return study
+        return self.weight * study + (1 - self.weight) * self.fallback.cdf(x)
+
+    def prob_better_than(self, x: float) -> float:
+        """Probability that the final value beats ``x`` (below it when minimising)."""
+        p = self.cdf(x)
+        return p if self.direction == "minimize" else 1.0 - p
+
+    def quantile(self, q: float) -> float:
+        spread = 8 * (self.bandwidth + self.wide)
+        lo, hi = float(self.samples.min() - spread), float(self.samples.max() + spread)
+        if self.fallback is not None and self.weight < 1:
+            lo = min(lo, float(np.min(self.fallback.centers - 8 * self.fallback.scales)))
+            hi = max(hi, float(np.max(self.fallback.centers + 8 * self.fallback.scales)))
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if self.cdf(mid) < q else (lo, mid)
+        return 0.5 * (lo + hi)
+
+
+class StudyPredictor:
+    """Predict a running trial's final value at its own budget from the study's finished trials.
+
+    Args:
+        direction: ``"minimize"`` or ``"maximize"`` (what "best so far" means).
+        features: the curve features regressed on (:data:`ttp_search.curves.features.FEATURES`).
+            A feature missing for some trial (training losses not reported) is left out of
+            that fit.
+        min_trials: finished trials reaching the fraction before the study is used at all.
+        level: central probability of the interval.
+        value_range: what the value can be (``(0, 1)`` for accuracies); predictions are
+            clipped into it.
+
+    The fit is made at fractions of a grid of ``1/100`` of the budget; a trial is read at the grid point at or below its own
+    fraction, so the features of finished trials are computed once per grid point and kept.
+
+    Example:
+        >>> import numpy as np
+        >>> from ttp_search.curves import PartialCurve, StudyPredictor
+        >>> steps = np.arange(1, 11.0)
+        >>> done = [PartialCurve(steps, 1 - 0.5 * a * steps / 10, 10) for a in (0.2, 0.5, 0.8, 1, 1.2, 1.4)]
+        >>> finals = [c.values[-1] for c in done]
+        >>> model = StudyPredictor(min_trials=3).fit(done, finals, fraction=0.3)
+        >>> running = PartialCurve(steps[:3], 1 - 0.5 * 0.7 * steps[:3] / 10, 10)
+        >>> round(model.predict(running).mean, 2)
+        0.65
+    """
+
+    grid = 100
+
+    def __init__(
+        self,
+        direction: str = "minimize",
+        *,
+        features: Sequence[str] = DEFAULT_FEATURES,
+        min_trials: int = 5,
+        level: float = 0.8,
+        value_range: tuple[float, float] | None = None,
+    ) -> None:
+        if direction not in ("minimize", "maximize"):
+            raise InvalidInputError(
+                f"direction must be 'minimize' or 'maximize', got {direction!r}"
+            )
+        features = tuple(features)
+        bad = [f for f in features if f not in FEATURES] or ([] if features else ["(none)"])
+        if bad:
+            raise InvalidInputError(
+                f"unknown curve feature {bad[0]!r}; expected some of {FEATURES}"
+            )
+        if "observed" not in features:
+            raise InvalidInputError("features must include 'observed' (the target is the gain)")
+        self.direction = direction
+        # The map is fitted on the first column: "observed" leads.
+        self.features = ("observed", *(f for f in features if f != "observed"))
+        self.min_trials = check_int("min_trials", min_trials, 2)
+        self.level = check_real("level", level, low=0.0, high=1.0, low_open=True, high_open=True)
+        self.value_range = check_value_range(value_range)
+        self._rows: dict = {}  # (curve key, grid point) -> features, shared by copies
+
+    def grid_fraction(self, fraction: float) -> float | None:
+        """The grid point a trial at ``fraction`` of its budget is read at (``None``: too early)."""
+        k = math.floor(min(fraction, 1.0) * self.grid + 1e-9)
+        return k / self.grid if k >= 1 else None
+
+    def fit(
+        self,
+        curves: Sequence[PartialCurve],
+        finals: Sequence[float],
+        fraction: float,
+        *,
+        pruned: Sequence[PartialCurve] = (),
+    ) -> StudyPredictor:
+        """Fit at the grid point of ``fraction`` on the finished ``curves`` with their
+        ``finals`` (those that do not reach it are skipped) and the ``pruned`` curves."""
+        if len(curves) != len(finals):
+            raise InvalidInputError(f"{len(curves)} curves but {len(finals)} final values")
+        at = self.grid_fraction(check_real("fraction", fraction, low=0.0, high=1.0))
+        if at is None:
+            raise InvalidInputError(f"fraction {fraction!r} is before the first grid point")
+        finals = np.asarray(finals, dtype=np.float64)
+        keep = [i for i, c in enumerate(curves) if c.reaches(at) and math.isfinite(finals[i])]
+        X = self._matrix([curves[i] for i in keep], at)
+        y = finals[keep]
+        if pruned:
+            X_more, y_more = self._censored(curves, finals, pruned, at)
+            X, y = np.vstack([X, X_more]), np.r_[y, y_more]
+        self.fraction_, self.n_trials_ = at, len(keep)
+        self._fit_arrays(X, y)
+        return self
+
+    def _censored(self, curves, finals, pruned, at):
+        """Pruned curves reaching ``at``, with finals imputed at the last point they reached."""
+        rows, targets = [], []
+        by_last: dict[float, list[PartialCurve]] = {}
+        for c in pruned:
+            last = self.grid_fraction(c.steps[-1] / c.budget) if c.steps.size else None
+            if last is not None and last > at and c.reaches(at):
+                by_last.setdefault(last, []).append(c)
+        for last, group in sorted(by_last.items()):
+            inner = StudyPredictor(
+                self.direction,
+                features=self.features,
+                min_trials=self.min_trials,
+                value_range=self.value_range,
+            )
+            inner._rows = self._rows
+            inner.fit(curves, finals, last)
+            if inner.n_trials_ < self.min_trials:
+                continue
+            for c in group:
+                targets.append(inner._point(c, last))
+                rows.append(self._row(c, at))
+        if not rows:
+            return np.empty((0, len(self.features))), np.empty(0)
+        return np.vstack(rows), np.asarray(targets)
+
+    def _fit_arrays(self, X: np.ndarray, y: np.ndarray) -> None:
+        usable = np.all(np.isfinite(X), axis=0) if X.shape[0] else np.zeros(X.shape[1], bool)
+        usable[self.features.index("observed")] = True
+        self.used_ = tuple(f for f, u in zip(self.features, usable, strict=True) if u)
+        self._usable = usable
+        X = X[:, usable]
+        self.n_rows_ = X.shape[0]
+        if self.n_rows_ < 2:
+            self.observed_, self.residuals_ = np.zeros(1), np.zeros(1)
+            return
+        order = np.argsort(X[:, 0], kind="stable")
+        X, y = X[order], y[order]
+        self._map = self._fit_map(X, y)
+        # Fold k holds every fifth trial in observed order, so each fold spans the range.
+        folds = np.arange(self.n_rows_) % _FOLDS
+        residuals = np.empty(self.n_rows_)
+        for k in range(min(_FOLDS, self.n_rows_)):
+            held = folds == k
+            fitted = self._fit_map(X[~held], y[~held])
+            residuals[held] = y[held] - self._apply(fitted, X[held])
+        self.observed_, self.residuals_ = X[:, 0], residuals
+
+    def _fit_map(self, X: np.ndarray, y: np.ndarray):
+        iso = IsotonicRegression(out_of_bounds="clip").fit(X[:, 0], y)
+        extra = None
+        if X.shape[1] > 1 and X.shape[0] > 2:
+            left = y - iso.predict(X[:, 0])
+            center, scale = X[:, 1:].mean(axis=0), X[:, 1:].std(axis=0)
+            scale = np.where(scale > 0, scale, 1.0)
+            Z = (X[:, 1:] - center) / scale
+            coef = np.linalg.solve(Z.T @ Z + np.eye(Z.shape[1]), Z.T @ (left - left.mean()))
+            extra = (center, scale, coef, float(left.mean()))
+        return iso, float(X[0, 0]), float(X[-1, 0]), extra
+
+    @staticmethod
+    def _apply(fitted, X: np.ndarray) -> np.ndarray:
+        iso, lo, hi, extra = fitted
+        v = X[:, 0]
+        # The tiny slope breaks the map's flat steps by what was observed: trials are never
+        # tied where the observed values differ.
+        out = iso.predict(v) + np.maximum(v - hi, 0.0) + np.minimum(v - lo, 0.0) + 1e-9 * v
+        if extra is not None:
+            center, scale, coef, mean = extra
+            out = out + mean + ((X[:, 1:] - center) / scale) @ coef
+        return out
+
+    def _row(self, curve: PartialCurve, at: float) -> np.ndarray:
+        key = (
+            curve.budget,
+            curve.steps.tobytes(),
+            curve.values.tobytes(),
+            None if curve.train_losses is None else curve.train_losses.size,
+            at,
+        )
+        row = self._rows.get(key)
+        if row is None:
+            row = curve_features(
+                curve, at, self.features, direction=self.direction, value_range=self.value_range
+            )
+            self._rows[key] = row
+        return row
+
+    def _matrix(self, curves: Sequence[PartialCurve], at: float) -> np.ndarray:
+        if not curves:
+            return np.empty((0, len(self.features)))
+        return np.vstack([self._row(c, at) for c in curves])
+
+    def _point(self, curve: PartialCurve, at: float) -> float:
+        row = self._row(curve, at)[self._usable]
+        return float(self._apply(self._map, row[None, :])[0])
+
+    def _nearest_residuals(self, observed: float) -> np.ndarray:
+        """Cross-fitted residuals of the trials nearest in observed value."""
+        n = self.residuals_.size
+        k = min(n, max(2 * self.min_trials, n // 4))
+        nearest = np.argsort(np.abs(self.observed_ - observed), kind="stable")[:k]
+        return self.residuals_[nearest]
+
+    def predict(
+        self, curve: PartialCurve, *, fallback: Extrapolation | None = None
+    ) -> StudyPrediction:
+        """The final value of ``curve`` (read at the fitted grid point) and its interval."""
+        if not hasattr(self, "fraction_"):
+            raise InvalidInputError("StudyPredictor.predict called before fit")
+        weight = min(max((self.n_trials_ - self.min_trials + 1) / self.min_trials, 0.0), 1.0)
+        if self.n_rows_ < 2:
+            weight = 0.0
+        if weight == 0 and fallback is None:
+            raise InvalidInputError(
+                f"{self.n_trials_} finished trials reach {self.fraction_:g} of their budget "
+                f"(min_trials={self.min_trials}) and no fallback was given"
+            )
+        if not curve.reaches(self.fraction_):
+            raise InvalidInputError(f"the curve has not reached {self.fraction_:g} of its budget")
+        if weight > 0:
+            point = float(self._clip(np.array([self._point(curve, self.fraction_)]))[0])
+            observed = float(self._row(curve, self.fraction_)[self.features.index("observed")])
+            samples = self._clip(point + self._nearest_residuals(observed))
+        else:
+            samples = np.array([fallback.mean])
+        n = samples.size
+        spread = float(np.std(samples)) if n > 1 else 0.0
+        bandwidth = max(0.5 * spread * n ** (-0.2), 1e-9)
+        # The map's own value, not the samples' mean: the residuals nearest each trial differ,
+        # and their means would reorder trials against what was observed.
+        mean = weight * (point if weight > 0 else 0.0)
+        if weight < 1:
+            mean += (1 - weight) * fallback.mean
+        out = StudyPrediction(
+            mean,
+            mean,
+            mean,
+            self.level,
+            self.direction,
+            self.n_trials_,
+            weight,
+            samples,
+            bandwidth=bandwidth,
+            wide=2.0 * float(np.ptp(samples)) + bandwidth,
+            fallback=fallback,
+        )
+        tail = (1 - self.level) / 2
+        return replace(out, low=out.quantile(tail), high=out.quantile(1 - tail))
+
+    def _clip(self, values: np.ndarray) -> np.ndarray:
+        if self.value_range is None:
+            return values
+        return np.clip(values, *self.value_range)
