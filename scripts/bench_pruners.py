@@ -1,14 +1,23 @@
 """Benchmark TTPPruner against Optuna's pruners by replaying recorded curves (make bench-pruners).
 
-Replay: every run of our learning-curve data set (NAS and HPO halves) becomes an Optuna trial
-that reports its recorded validation accuracy after each epoch, at its recorded step and
-elapsed seconds; a pruned trial has consumed the seconds up to the report that stopped it.
-Runs are fed in 10 shuffled orders, the same orders for every pruner. Metrics per pruner:
+Replay: every trial of a curve set (scripts/curve_sets.py: the MNIST-1D NAS and HPO halves,
+and the DeBERTa / DeBERTaV3 MultiNLI searches from ../shared/curves when present) becomes an
+Optuna trial that reports its recorded validation accuracy at its recorded steps and compute
+(seconds; for DeBERTa steps × batch size); a pruned trial has consumed the compute up to the
+report that stopped it. Each of ``--orders`` orders is a study: every MNIST-1D trial
+shuffled, or ``--study-size`` DeBERTa trials drawn at random; the same orders for every
+pruner. Metrics per pruner:
 
-* seconds of compute until a configuration within 0.5% (absolute accuracy) of the best final
-  value of the whole set is completed (median over orders; "never" counted separately);
-* the best completed final value after 25% and 50% of the no-pruning compute;
-* how often a top-5 configuration was pruned (orders with any, and the share of top-5 runs).
+* the share of the no-pruning compute spent until a configuration within 0.5% (absolute
+  accuracy) of the order's best final value is completed (median over orders; orders where
+  none ever completes are counted apart);
+* the best completed final value after 25% and 50% of the no-pruning compute, and at the end;
+* how often a top-5 configuration was pruned (orders with any, and the share of top-5 runs);
+* the compute spent, as a share of no pruning.
+
+Baselines: every Optuna pruner, no pruning, TTPPruner without the study-informed predictor,
+and the 1-epoch rule of Egele et al. 2024. Ray's ASHA and MedianStoppingRule are replayed by
+bench-ray on the MNIST-1D curves.
 
 Live (``--live``): `studies/cost_aware_nas.py`, run in its own process as a user runs it, vs
 this script's own TPE + MedianPruner and TPE + HyperbandPruner on the same space and data
@@ -42,8 +51,9 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cost_model import write_section
+from curve_sets import HELD_OUT_SETS, SHARED, TUNING_SETS, RecordedTrial, available, load_set
 
-from ttp_search.data import CurveRun, load_curves, mnist1d
+from ttp_search.data import mnist1d
 from ttp_search.optuna import TTPPruner, report, run_training, set_budget, suggest, trials_dataframe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +66,9 @@ def pruners() -> dict[str, optuna.pruners.BasePruner]:
     return {
         # The margin is the benchmark's own notion of "as good as the best".
         "TTPPruner": TTPPruner(n_startup_trials=5, value_range=(0.0, 1.0), margin=TOLERANCE),
+        "TTPPruner (extrapolation only)": TTPPruner(
+            n_startup_trials=5, value_range=(0.0, 1.0), margin=TOLERANCE, study_features=None
+        ),
         "NopPruner": optuna.pruners.NopPruner(),
         "MedianPruner": optuna.pruners.MedianPruner(n_startup_trials=5),
         "PercentilePruner(25)": optuna.pruners.PercentilePruner(25.0, n_startup_trials=5),
@@ -64,47 +77,66 @@ def pruners() -> dict[str, optuna.pruners.BasePruner]:
         "Patient(Median, 2)": optuna.pruners.PatientPruner(
             optuna.pruners.MedianPruner(n_startup_trials=5), patience=2
         ),
+        "1-epoch rule (top 10%)": EpochRulePruner(epochs=1, top=0.10),
     }
 
 
-def replay(runs: list[CurveRun], order: np.ndarray, pruner) -> pd.DataFrame:
-    """Feed the runs through one study in ``order``; one row per run."""
+class EpochRulePruner(optuna.pruners.BasePruner):
+    """The i-epoch rule (Egele et al. 2024), as a study runs it one trial after another:
+    at its first report after ``epochs`` epochs a trial continues only when its value is in
+    the ``top`` share of the values every trial so far had at that point (the first
+    ``n_startup_trials`` always continue); it is never judged again."""
+
+    def __init__(self, epochs: int = 1, top: float = 0.1, n_startup_trials: int = 5) -> None:
+        self.epochs, self.top, self.n_startup_trials = epochs, top, n_startup_trials
+        self._at: dict[int, float] = {}  # trial number -> its value at the judged report
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        mark = self.epochs * trial.user_attrs["epoch_steps"]
+        step = trial.last_step
+        if step < mark or trial.number in self._at:
+            return False
+        value = trial.intermediate_values[step]
+        self._at[trial.number] = value
+        seen = np.array(list(self._at.values()))
+        if seen.size <= self.n_startup_trials:
+            return False
+        return bool(value < np.quantile(seen, 1.0 - self.top))
+
+
+def replay(trials: list[RecordedTrial], order: np.ndarray, pruner) -> pd.DataFrame:
+    """Feed the trials through one study in ``order``; one row per trial."""
     study = optuna.create_study(direction="maximize", pruner=pruner)
     rows = []
     for i in order:
-        run = runs[i]
+        run = trials[i]
         trial = study.ask()
-        set_budget(trial, int(run.budget_steps), schedule=run.config.get("schedule", "constant"))
-        steps = run.epoch_steps()
-        seconds = np.cumsum(np.diff(np.r_[0, steps]) * run.step_time_s)
+        set_budget(trial, int(run.budget), schedule=run.schedule)
+        trial.set_user_attr("epoch_steps", run.epoch_steps)
+        compute = run.compute_at()
         pruned_at = None
-        for e, (step, acc) in enumerate(zip(steps, run.val_acc, strict=True)):
-            report(trial, float(acc), int(step), elapsed_s=float(seconds[e]))
-            if e < len(steps) - 1 and trial.should_prune():
+        for e, (step, acc) in enumerate(zip(run.steps, run.values, strict=True)):
+            report(trial, float(acc), int(step), elapsed_s=float(compute[e]))
+            if e < run.steps.size - 1 and trial.should_prune():
                 pruned_at = e
                 break
         if pruned_at is None:
-            study.tell(trial, float(run.final_val_acc))
-            used = float(seconds[-1])
+            study.tell(trial, float(run.final))
+            used = float(compute[-1])
         else:
             study.tell(trial, state=TrialState.PRUNED)
-            used = float(seconds[pruned_at])
+            used = float(compute[pruned_at])
         rows.append(
-            {
-                "run": run.run_id,
-                "final": run.final_val_acc,
-                "completed": pruned_at is None,
-                "seconds": used,
-            }
+            {"run": run.name, "final": run.final, "completed": pruned_at is None, "seconds": used}
         )
     return pd.DataFrame(rows)
 
 
-def metrics(log: pd.DataFrame, runs: list[CurveRun]) -> dict:
-    finals = np.array([r.final_val_acc for r in runs])
+def metrics(log: pd.DataFrame, trials: list[RecordedTrial]) -> dict:
+    finals = np.array([t.final for t in trials])
     best = finals.max()
-    full = sum(float(np.sum(np.diff(np.r_[0, r.epoch_steps()]) * r.step_time_s)) for r in runs)
-    top5 = {runs[i].run_id for i in np.argsort(-finals)[:5]}
+    full = sum(float(t.compute_at()[-1]) for t in trials)
+    top5 = {trials[i].name for i in np.argsort(-finals)[:5]}
     spent = log.seconds.cumsum()
     hit = log.completed & (log.final >= best - TOLERANCE)
     to_near_best = float(spent[hit].iloc[0]) if hit.any() else math.inf
@@ -115,52 +147,59 @@ def metrics(log: pd.DataFrame, runs: list[CurveRun]) -> dict:
 
     wrongly = log[log.run.isin(top5) & ~log.completed]
     return {
-        "to_near_best_s": to_near_best,
+        "to_near_best": to_near_best / full,
         "best_at_25pct": best_by(0.25 * full),
         "best_at_50pct": best_by(0.50 * full),
         "final_best": float(log.final[log.completed].max()),
         "top5_pruned": len(wrongly),
-        "total_s": float(log.seconds.sum()),
-        "full_s": full,
+        "compute_share": float(log.seconds.sum()) / full,
     }
 
 
-def replay_table(space: str, orders: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    runs = load_curves(space=space)
+def replay_table(name: str, orders: int, seed: int, size: int | None, shared: Path):
+    """Summary and per-order rows of every pruner on one curve set; each order is a study
+    of ``size`` trials drawn from the set (all of them when ``None``), in random order."""
+    everything = load_set(name, shared)
     rng = np.random.default_rng(seed)
-    perms = [rng.permutation(len(runs)) for _ in range(orders)]
+    draws = [rng.permutation(len(everything))[: size or len(everything)] for _ in range(orders)]
     rows = []
     names = list(pruners())
     jobs = [(o, n) for o in range(orders) for n in names]
-    for o, name in tqdm(jobs, desc=f"replay {space}"):
-        m = metrics(replay(runs, perms[o], pruners()[name]), runs)
-        rows.append({"order": o, "pruner": name, **m})
+    for o, pruner_name in tqdm(jobs, desc=f"replay {name}"):
+        trials = [everything[i] for i in draws[o]]
+        order = np.arange(len(trials))
+        m = metrics(replay(trials, order, pruners()[pruner_name]), trials)
+        rows.append({"order": o, "pruner": pruner_name, **m})
     per_order = pd.DataFrame(rows)
     summary = per_order.groupby("pruner", sort=False).agg(
-        median_s_to_near_best=("to_near_best_s", "median"),
-        never_near_best=("to_near_best_s", lambda s: int(np.isinf(s).sum())),
+        median_compute_to_near_best=("to_near_best", "median"),
+        never_near_best=("to_near_best", lambda s: int(np.isinf(s).sum())),
         best_at_25pct=("best_at_25pct", "mean"),
         best_at_50pct=("best_at_50pct", "mean"),
         final_best=("final_best", "mean"),
         orders_with_top5_pruned=("top5_pruned", lambda s: int((s > 0).sum())),
         top5_pruned_share=("top5_pruned", lambda s: float(s.mean() / 5)),
-        compute_share=("total_s", "mean"),
+        compute_share=("compute_share", "mean"),
     )
-    summary["compute_share"] /= per_order.full_s.iloc[0]
     return summary, per_order
 
 
 def _verdict(summary: pd.DataFrame, orders: int) -> str:
     ttp = summary.loc["TTPPruner"]
     builtins = summary.drop(index=["TTPPruner", "NopPruner"])
-    best_name = builtins.median_s_to_near_best.idxmin()
+    optuna_names = [n for n in builtins.index if not n.startswith(("TTP", "1-epoch"))]
+    best_name = builtins.loc[optuna_names].median_compute_to_near_best.idxmin()
     best = builtins.loc[best_name]
-    speedup = best.median_s_to_near_best / ttp.median_s_to_near_best
+    rule = summary.loc["1-epoch rule (top 10%)"]
+    ratio = ttp.median_compute_to_near_best / best.median_compute_to_near_best
     return (
-        f"TTPPruner reaches within {TOLERANCE:.1%} of the best in "
-        f"{ttp.median_s_to_near_best:.0f} s (median) vs {best.median_s_to_near_best:.0f} s for "
-        f"the best built-in ({best_name}): {speedup:.2f}x (target ≥ 2x). Final best "
-        f"{ttp.final_best:.4f} vs {best.final_best:.4f}. A top-5 configuration was pruned in "
+        f"TTPPruner reaches within {TOLERANCE:.1%} of the best after "
+        f"{ttp.median_compute_to_near_best:.3f} of the no-pruning compute (median) vs "
+        f"{best.median_compute_to_near_best:.3f} for the best Optuna pruner ({best_name}): "
+        f"{ratio:.2f}x (target ≤ 0.5x) and {rule.median_compute_to_near_best:.3f} for the "
+        f"1-epoch rule. No near-best configuration completed in {int(ttp.never_near_best)} of "
+        f"{orders} orders (target 0). Final best {ttp.final_best:.4f} vs no pruning "
+        f"{summary.loc['NopPruner'].final_best:.4f}. A top-5 configuration was pruned in "
         f"{int(ttp.orders_with_top5_pruned)} of {orders} orders (target ≤ 1)."
     )
 
@@ -169,9 +208,9 @@ def plot_replay(per_order: dict[str, pd.DataFrame], path: Path) -> None:
     fig, axes = plt.subplots(1, len(per_order), figsize=(6 * len(per_order), 4))
     for ax, (space, df) in zip(np.atleast_1d(axes), per_order.items(), strict=True):
         names = list(dict.fromkeys(df.pruner))
-        data = [df[df.pruner == n].to_near_best_s.replace(np.inf, np.nan).dropna() for n in names]
+        data = [df[df.pruner == n].to_near_best.replace(np.inf, np.nan).dropna() for n in names]
         ax.boxplot(data, tick_labels=names, orientation="horizontal")
-        ax.set(xlabel=f"compute seconds until within {TOLERANCE:.1%} of the best", title=space)
+        ax.set(xlabel=f"share of compute until within {TOLERANCE:.1%} of the best", title=space)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -291,6 +330,9 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--orders", type=int, default=10)
+    parser.add_argument("--sets", nargs="+", default=[*TUNING_SETS, *HELD_OUT_SETS])
+    parser.add_argument("--study-size", type=int, default=200, help="DeBERTa trials per order")
+    parser.add_argument("--shared", type=Path, default=SHARED)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--live", action="store_true", help="also run the live NAS comparison")
     parser.add_argument("--live-budget", type=float, default=120.0)
@@ -299,10 +341,16 @@ def main() -> int:
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     lines, per_order = [], {}
-    for space in ("nas", "hpo"):
-        summary, per_order[space] = replay_table(space, args.orders, args.seed)
+    for name in args.sets:
+        if not available(name, args.shared):
+            print(f"skipping {name}: its file is not under {args.shared}/curves (see DATA.md)")
+            continue
+        size = None if name in ("nas", "hpo") else args.study_size
+        summary, per_order[name] = replay_table(name, args.orders, args.seed, size, args.shared)
+        split = "tuning set" if name in TUNING_SETS else "held out"
+        drawn = f"{size} trials drawn per order" if size else "every trial, shuffled"
         lines += [
-            f"### Replay, {space.upper()} half ({args.orders} orders)",
+            f"### Replay, {name} ({split}; {args.orders} orders, {drawn})",
             "",
             summary.round(4).to_markdown(),
             "",

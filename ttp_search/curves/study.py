@@ -60,29 +60,37 @@ class StudyPrediction:
     weight: float
     samples: np.ndarray = field(repr=False)
     bandwidth: float = field(repr=False, default=0.0)
-    wide: float = field(repr=False, default=1.0)
     fallback: Extrapolation | None = field(repr=False, default=None)
 
-    def cdf(self, x: float) -> float:
-        study = 0.0
-        if self.weight > 0:
-            # The conformal (n + 1)-th point, whose residual could be anything, as a wide
-            # component of weight 1 / (n + 1) about the median.
-            n = self.samples.size
-            near = float(np.sum(ndtr((x - self.samples) / self.bandwidth)))
-            far = float(ndtr((x - float(np.median(self.samples))) / self.wide))
-            study = (near + far) / (n + 1)
+    def _study_cdf(self, x: float, unknown: float) -> float:
+        # Conformal: the trial is the (n + 1)-th example, whose own residual could lie
+        # anywhere; ``unknown`` is how much of its unit mass sits below ``x``.
+        n = self.samples.size
+        near = float(np.sum(ndtr((x - self.samples) / self.bandwidth)))
+        return (near + unknown) / (n + 1)
+
+    def _mixed(self, study: float, x: float) -> float:
         if self.weight >= 1 or self.fallback is None:
             return study
         return self.weight * study + (1 - self.weight) * self.fallback.cdf(x)
 
+    def cdf(self, x: float) -> float:
+        """P(final <= x), the unknown example's mass split evenly beyond both ends."""
+        study = self._study_cdf(x, 0.5) if self.weight > 0 else 0.0
+        return self._mixed(study, x)
+
     def prob_better_than(self, x: float) -> float:
-        """Probability that the final value beats ``x`` (below it when minimising)."""
-        p = self.cdf(x)
-        return p if self.direction == "minimize" else 1.0 - p
+        """Probability that the final value beats ``x`` (below it when minimising), with the
+        unknown example on the better side: at least ``1 / (n + 1)`` of the study's part, so
+        a trial is never called worse than ``x`` more surely than ``n`` examples can tell."""
+        if self.weight <= 0:
+            return self.fallback.prob_better_than(x)
+        if self.direction == "minimize":
+            return self._mixed(self._study_cdf(x, 1.0), x)
+        return 1.0 - self._mixed(self._study_cdf(x, 0.0), x)
 
     def quantile(self, q: float) -> float:
-        spread = 8 * (self.bandwidth + self.wide)
+        spread = 8 * self.bandwidth + float(np.ptp(self.samples))
         lo, hi = float(self.samples.min() - spread), float(self.samples.max() + spread)
         if self.fallback is not None and self.weight < 1:
             lo = min(lo, float(np.min(self.fallback.centers - 8 * self.fallback.scales)))
@@ -283,7 +291,7 @@ class StudyPredictor:
     def _nearest_residuals(self, observed: float) -> np.ndarray:
         """Cross-fitted residuals of the trials nearest in observed value."""
         n = self.residuals_.size
-        k = min(n, max(2 * self.min_trials, n // 4))
+        k = min(n, max(4 * self.min_trials, n // 4))
         nearest = np.argsort(np.abs(self.observed_ - observed), kind="stable")[:k]
         return self.residuals_[nearest]
 
@@ -327,7 +335,6 @@ class StudyPredictor:
             weight,
             samples,
             bandwidth=bandwidth,
-            wide=2.0 * float(np.ptp(samples)) + bandwidth,
             fallback=fallback,
         )
         tail = (1 - self.level) / 2
