@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-cost finetune bench-pipeline test lint bench-cost bench-curves bench-pruners bench-ray bench-steps bench-fidelity bench-load bench-drift curves-data calibrate clean-venv
+.PHONY: demo demo-cost finetune bench-pipeline test lint bench-cost bench-curves bench-pruners bench-ray bench-steps bench-ranking bench-fidelity bench-load bench-drift curves-data calibrate clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,9 @@ bench-pruners: $(STAMP)
 
 bench-steps: $(STAMP)
 	$(BIN)/python scripts/bench_steps_to_loss.py
+
+bench-ranking: $(STAMP)
+	$(BIN)/python scripts/bench_ranking.py
 
 bench-fidelity: $(STAMP)
 	$(BIN)/python scripts/bench_fidelity.py

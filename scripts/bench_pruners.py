@@ -331,7 +331,7 @@ def main() -> int:
     )
     parser.add_argument("--orders", type=int, default=10)
     parser.add_argument("--sets", nargs="+", default=[*TUNING_SETS, *HELD_OUT_SETS])
-    parser.add_argument("--study-size", type=int, default=200, help="DeBERTa trials per order")
+    parser.add_argument("--study-size", type=int, default=120, help="DeBERTa trials per order")
     parser.add_argument("--shared", type=Path, default=SHARED)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--live", action="store_true", help="also run the live NAS comparison")

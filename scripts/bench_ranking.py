@@ -149,12 +149,16 @@ def main() -> int:
         print(summary.to_string())
     print(f"{time.perf_counter() - start:.0f} s")
     if not args.no_write:
-        table.to_csv(ROOT / "scripts" / "results" / "ranking.csv", index=False)
+        table.to_csv(
+            ROOT / "docs" / ("ranking_ablation.csv" if args.ablation else "ranking.csv"),
+            index=False,
+        )
         text = (
             f"Tuning sets: {', '.join(TUNING_SETS)}; held out: {', '.join(HELD_OUT_SETS)}. "
             f"{args.repeats} random splits each.\n\n```\n{summary.to_string()}\n```\n"
         )
-        write_section("bench-ranking" + ("-ablation" if args.ablation else ""), text)
+        key = "bench-ranking" + ("-ablation" if args.ablation else "")
+        write_section(ROOT / "BENCHMARKS.md", key, text)
     return 0
 
 

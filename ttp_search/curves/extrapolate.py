@@ -146,6 +146,10 @@ class Extrapolation:
         p = self.cdf(x)
         return p if self.direction == "minimize" else 1.0 - p
 
+    def chance_better_than(self, x: float) -> float:
+        """The same as :meth:`prob_better_than` (the interface the study's prediction shares)."""
+        return self.prob_better_than(x)
+
     def quantile(self, q: float) -> float:
         lo = float(np.min(self.centers - 8 * self.scales))
         hi = float(np.max(self.centers + 8 * self.scales))

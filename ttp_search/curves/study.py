@@ -89,6 +89,12 @@ class StudyPrediction:
             return self._mixed(self._study_cdf(x, 1.0), x)
         return 1.0 - self._mixed(self._study_cdf(x, 0.0), x)
 
+    def chance_better_than(self, x: float) -> float:
+        """The plain estimate of P(beats ``x``): the unknown example's mass split evenly,
+        what the stop rule weighs against the cost (``prob_better_than`` is the guard)."""
+        p = self.cdf(x)
+        return p if self.direction == "minimize" else 1.0 - p
+
     def quantile(self, q: float) -> float:
         spread = 8 * self.bandwidth + float(np.ptp(self.samples))
         lo, hi = float(self.samples.min() - spread), float(self.samples.max() + spread)

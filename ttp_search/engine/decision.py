@@ -447,8 +447,9 @@ class DecisionCore:
         unlikely = f"P(ends better than {bar:.4g}) = {p:.3f} < {self.threshold:g}"
         new_trial = self.new_trial_rate(others, bar)
         if new_trial is not None and remaining is not None and remaining > 0:
-            here = p / remaining
-            words = f"{p:.3g} in {remaining:.3g} s vs a new trial's {new_trial[0]:.3g} in {new_trial[1]:.3g} s"
+            chance = est.chance_better_than(bar)  # the guard above was the cautious one
+            here = chance / remaining
+            words = f"{chance:.3g} in {remaining:.3g} s vs a new trial's {new_trial[0]:.3g} in {new_trial[1]:.3g} s"
             if here >= new_trial[0] / new_trial[1]:
                 return Decision(
                     False,
