@@ -51,7 +51,16 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cost_model import write_section
-from curve_sets import HELD_OUT_SETS, SHARED, TUNING_SETS, RecordedTrial, available, load_set
+from curve_sets import (
+    DIAGNOSED_SETS,
+    HELD_OUT_SETS,
+    SHARED,
+    TUNING_SETS,
+    RecordedTrial,
+    available,
+    load_set,
+    missing,
+)
 
 from ttp_search.data import mnist1d
 from ttp_search.optuna import TTPPruner, report, run_training, set_budget, suggest, trials_dataframe
@@ -330,7 +339,9 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--orders", type=int, default=10)
-    parser.add_argument("--sets", nargs="+", default=[*TUNING_SETS, *HELD_OUT_SETS])
+    parser.add_argument(
+        "--sets", nargs="+", default=[*TUNING_SETS, *DIAGNOSED_SETS, *HELD_OUT_SETS]
+    )
     parser.add_argument("--study-size", type=int, default=120, help="DeBERTa trials per order")
     parser.add_argument("--shared", type=Path, default=SHARED)
     parser.add_argument("--seed", type=int, default=0)
@@ -343,11 +354,12 @@ def main() -> int:
     lines, per_order = [], {}
     for name in args.sets:
         if not available(name, args.shared):
-            print(f"skipping {name}: its file is not under {args.shared}/curves (see DATA.md)")
+            print(missing(name, args.shared))
             continue
-        size = None if name in ("nas", "hpo") else args.study_size
+        size = None if not name.startswith("deberta") else args.study_size
         summary, per_order[name] = replay_table(name, args.orders, args.seed, size, args.shared)
-        split = "tuning set" if name in TUNING_SETS else "held out"
+        split = "held out" if name in HELD_OUT_SETS else "tuning set"
+        split = "diagnosed on" if name in DIAGNOSED_SETS else split
         drawn = f"{size} trials drawn per order" if size else "every trial, shuffled"
         lines += [
             f"### Replay, {name} ({split}; {args.orders} orders, {drawn})",

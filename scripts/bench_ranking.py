@@ -27,7 +27,15 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cost_model import write_section
-from curve_sets import HELD_OUT_SETS, SHARED, TUNING_SETS, available, load_set
+from curve_sets import (
+    DIAGNOSED_SETS,
+    HELD_OUT_SETS,
+    SHARED,
+    TUNING_SETS,
+    available,
+    load_set,
+    missing,
+)
 
 from ttp_search.curves import DEFAULT_FEATURES, FEATURES, StudyPredictor, extrapolate
 
@@ -112,6 +120,8 @@ def arms_for(ablation: bool) -> dict[str, StudyPredictor]:
     if ablation:
         for f in OPTIONAL:
             arms[f"study +{f}"] = make((*DEFAULT_FEATURES, f))
+        for level in ("best", "recent"):
+            arms[f"study level={level}"] = make((level, *DEFAULT_FEATURES[1:]))
         for f in DEFAULT_FEATURES[1:]:
             arms[f"study -{f}"] = make(tuple(x for x in DEFAULT_FEATURES if x != f))
     return arms
@@ -125,7 +135,9 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", nargs="+", default=[*TUNING_SETS, *HELD_OUT_SETS])
+    parser.add_argument(
+        "--sets", nargs="+", default=[*TUNING_SETS, *DIAGNOSED_SETS, *HELD_OUT_SETS]
+    )
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--few", type=int, default=20, help="finished trials, small study")
@@ -137,7 +149,7 @@ def main() -> int:
     start = time.perf_counter()
     for name in tqdm(args.sets, desc="curve sets"):
         if not available(name, args.shared):
-            print(f"skipping {name}: its file is not under {args.shared}/curves (see DATA.md)")
+            print(missing(name, args.shared))
             continue
         trials = load_set(name, args.shared)
         arms = arms_for(args.ablation)
@@ -154,7 +166,8 @@ def main() -> int:
             index=False,
         )
         text = (
-            f"Tuning sets: {', '.join(TUNING_SETS)}; held out: {', '.join(HELD_OUT_SETS)}. "
+            f"Tuning sets: {', '.join(TUNING_SETS)}; diagnosed on (after a held-out run): "
+            f"{', '.join(DIAGNOSED_SETS)}; held out: {', '.join(HELD_OUT_SETS)}. "
             f"{args.repeats} random splits each.\n\n```\n{summary.to_string()}\n```\n"
         )
         key = "bench-ranking" + ("-ablation" if args.ablation else "")

@@ -23,9 +23,16 @@ from ttp_search.budget.schedule import Schedule
 from ttp_search.curves import PartialCurve
 from ttp_search.data import load_curves
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
 TUNING_SETS = ("nas", "deberta")  # features, grid and constants were chosen on these
-HELD_OUT_SETS = ("hpo", "deberta-v3")  # never looked at while choosing
+# "hpo" was held out until its first pruning replay; the failure found there was diagnosed on
+# it, so it now stands with the tuning sets. "hpo-fresh" replaced it: 48 new HPO runs of the
+# same recipe, never looked at before the final runs (built by FRESH_COMMAND, not committed).
+DIAGNOSED_SETS = ("hpo",)
+HELD_OUT_SETS = ("hpo-fresh", "deberta-v3")
+FRESH = ROOT / "results" / "hpo_fresh.json.gz"
+FRESH_COMMAND = f"python scripts/make_curves.py --nas 0 --hpo 48 --seed 7 --out {FRESH}"
 _DEBERTA_FILES = {
     "deberta": "deberta-base_tuning.results.jsonl.gz",
     "deberta-v3": "deberta-v3-base_tuning.results.jsonl.gz",
@@ -70,13 +77,24 @@ class RecordedTrial:
 
 
 def available(name: str, shared: Path = SHARED) -> bool:
+    if name == "hpo-fresh":
+        return FRESH.exists()
     return name in ("nas", "hpo") or (shared / "curves" / _DEBERTA_FILES[name]).exists()
+
+
+def missing(name: str, shared: Path = SHARED) -> str:
+    """Why a set is skipped, and what would bring it."""
+    if name == "hpo-fresh":
+        return f"skipping hpo-fresh: {FRESH} is missing; build it with `{FRESH_COMMAND}` (~8 min)"
+    return f"skipping {name}: its file is not under {shared}/curves (see ../shared/DATA.md)"
 
 
 def load_set(name: str, shared: Path = SHARED) -> list[RecordedTrial]:
     """The trials of one set; a missing DeBERTa file raises ``FileNotFoundError`` naming it."""
     if name in ("nas", "hpo"):
         return [_mnist1d(r) for r in load_curves(space=name)]
+    if name == "hpo-fresh":
+        return [_mnist1d(r) for r in load_curves(FRESH, space="hpo")]
     path = shared / "curves" / _DEBERTA_FILES[name]
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing (see ../shared/DATA.md for its source)")

@@ -5,7 +5,8 @@ each has used the same share of its budget: every feature here is read at ``frac
 curve's budget (values linearly interpolated between reports). ``StudyPredictor`` regresses
 final values on them.
 
-* ``observed``: the value at the fraction; ``best``: the best value up to it;
+* ``observed``: the value at the fraction; ``best``: the best value up to it; ``recent``:
+  the mean of the reports over the last tenth of the budget seen (noise averaged out);
 * ``slope``: the value's change over the second half of what is seen (``v(φ) − v(φ/2)``);
 * ``log_budget``: the budget's log, in steps;
 * ``rate_left``: the share of the schedule's summed learning rate still to come (a
@@ -36,6 +37,7 @@ from ttp_search.errors import InvalidInputError
 FEATURES = (
     "observed",
     "best",
+    "recent",
     "slope",
     "log_budget",
     "rate_left",
@@ -101,6 +103,8 @@ def curve_features(
             out.append(values[-1])
         elif name == "best":
             out.append(sign * float(np.min(sign * values)))
+        elif name == "recent":
+            out.append(float(values[steps >= at - 0.1 * curve.budget].mean()))
         elif name == "slope":
             out.append(values[-1] - curve.value_at(at / 2))
         elif name == "log_budget":

@@ -18,7 +18,8 @@ still to come differs between the study's leaders and its stragglers.
 
 Pruned trials have no final value. A pruned trial that reached the fraction is kept as a
 censored example: its final is imputed by the same map fitted at the last fraction it
-reached, which says more about its end than anything at the earlier fraction.
+reached, which says more about its end than anything at the earlier fraction. Imputed finals
+shape the map but never the interval: only trials with a measured final give residuals.
 
 While fewer than ``min_trials`` finished trials reach the fraction, the prediction is the
 single-curve extrapolation it is given; from ``min_trials`` to ``2 · min_trials`` the two are
@@ -43,6 +44,8 @@ from ttp_search.errors import InvalidInputError
 #: What the ablation in BENCHMARKS.md (bench-ranking) kept: no other feature raised the tuning
 #: sets' rank correlation over the observed value alone.
 DEFAULT_FEATURES = ("observed",)
+#: The features the monotone map can read (the first of ``features``).
+LEVELS = ("observed", "best", "recent")
 _FOLDS = 5
 
 
@@ -61,6 +64,9 @@ class StudyPrediction:
     samples: np.ndarray = field(repr=False)
     bandwidth: float = field(repr=False, default=0.0)
     fallback: Extrapolation | None = field(repr=False, default=None)
+    # Another model's view (the trial's own extrapolation): ``prob_better_than`` takes the
+    # larger of the two, so either model's doubt keeps a trial.
+    second_opinion: Extrapolation | None = field(repr=False, default=None)
 
     def _study_cdf(self, x: float, unknown: float) -> float:
         # Conformal: the trial is the (n + 1)-th example, whose own residual could lie
@@ -84,10 +90,14 @@ class StudyPrediction:
         unknown example on the better side: at least ``1 / (n + 1)`` of the study's part, so
         a trial is never called worse than ``x`` more surely than ``n`` examples can tell."""
         if self.weight <= 0:
-            return self.fallback.prob_better_than(x)
-        if self.direction == "minimize":
-            return self._mixed(self._study_cdf(x, 1.0), x)
-        return 1.0 - self._mixed(self._study_cdf(x, 0.0), x)
+            p = self.fallback.prob_better_than(x)
+        elif self.direction == "minimize":
+            p = self._mixed(self._study_cdf(x, 1.0), x)
+        else:
+            p = 1.0 - self._mixed(self._study_cdf(x, 0.0), x)
+        if self.second_opinion is not None:
+            p = max(p, self.second_opinion.prob_better_than(x))
+        return p
 
     def chance_better_than(self, x: float) -> float:
         """The plain estimate of P(beats ``x``): the unknown example's mass split evenly,
@@ -156,11 +166,13 @@ class StudyPredictor:
             raise InvalidInputError(
                 f"unknown curve feature {bad[0]!r}; expected some of {FEATURES}"
             )
-        if "observed" not in features:
-            raise InvalidInputError("features must include 'observed' (the target is the gain)")
+        if features[0] not in LEVELS:
+            raise InvalidInputError(
+                f"the first feature is the level the map reads: one of {LEVELS}, "
+                f"got {features[0]!r}"
+            )
         self.direction = direction
-        # The map is fitted on the first column: "observed" leads.
-        self.features = ("observed", *(f for f in features if f != "observed"))
+        self.features = features
         self.min_trials = check_int("min_trials", min_trials, 2)
         self.level = check_real("level", level, low=0.0, high=1.0, low_open=True, high_open=True)
         self.value_range = check_value_range(value_range)
@@ -190,11 +202,13 @@ class StudyPredictor:
         keep = [i for i, c in enumerate(curves) if c.reaches(at) and math.isfinite(finals[i])]
         X = self._matrix([curves[i] for i in keep], at)
         y = finals[keep]
+        real = np.ones(y.size, dtype=bool)
         if pruned:
             X_more, y_more = self._censored(curves, finals, pruned, at)
             X, y = np.vstack([X, X_more]), np.r_[y, y_more]
+            real = np.r_[real, np.zeros(y_more.size, dtype=bool)]
         self.fraction_, self.n_trials_ = at, len(keep)
-        self._fit_arrays(X, y)
+        self._fit_arrays(X, y, real)
         return self
 
     def _censored(self, curves, finals, pruned, at):
@@ -223,9 +237,11 @@ class StudyPredictor:
             return np.empty((0, len(self.features))), np.empty(0)
         return np.vstack(rows), np.asarray(targets)
 
-    def _fit_arrays(self, X: np.ndarray, y: np.ndarray) -> None:
+    def _fit_arrays(self, X: np.ndarray, y: np.ndarray, real: np.ndarray) -> None:
+        """Fit the map on every row; keep residuals of ``real`` rows only: an imputed final
+        is the map's own value, so its residual would show a spread nobody measured."""
         usable = np.all(np.isfinite(X), axis=0) if X.shape[0] else np.zeros(X.shape[1], bool)
-        usable[self.features.index("observed")] = True
+        usable[0] = True
         self.used_ = tuple(f for f, u in zip(self.features, usable, strict=True) if u)
         self._usable = usable
         X = X[:, usable]
@@ -234,7 +250,7 @@ class StudyPredictor:
             self.observed_, self.residuals_ = np.zeros(1), np.zeros(1)
             return
         order = np.argsort(X[:, 0], kind="stable")
-        X, y = X[order], y[order]
+        X, y, real = X[order], y[order], real[order]
         self._map = self._fit_map(X, y)
         # Fold k holds every fifth trial in observed order, so each fold spans the range.
         folds = np.arange(self.n_rows_) % _FOLDS
@@ -243,7 +259,10 @@ class StudyPredictor:
             held = folds == k
             fitted = self._fit_map(X[~held], y[~held])
             residuals[held] = y[held] - self._apply(fitted, X[held])
-        self.observed_, self.residuals_ = X[:, 0], residuals
+        if real.sum() >= 2:
+            self.observed_, self.residuals_ = X[real, 0], residuals[real]
+        else:
+            self.observed_, self.residuals_ = X[:, 0], residuals
 
     def _fit_map(self, X: np.ndarray, y: np.ndarray):
         iso = IsotonicRegression(out_of_bounds="clip").fit(X[:, 0], y)
@@ -319,7 +338,7 @@ class StudyPredictor:
             raise InvalidInputError(f"the curve has not reached {self.fraction_:g} of its budget")
         if weight > 0:
             point = float(self._clip(np.array([self._point(curve, self.fraction_)]))[0])
-            observed = float(self._row(curve, self.fraction_)[self.features.index("observed")])
+            observed = float(self._row(curve, self.fraction_)[0])
             samples = self._clip(point + self._nearest_residuals(observed))
         else:
             samples = np.array([fallback.mean])

@@ -14,7 +14,7 @@ import enum
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -300,15 +300,16 @@ class DecisionCore:
         reach = sum(c.reaches(at) for c in curves)
         if reach < self.predictor.min_trials:
             return self.predict(trial)
-        fallback = None
-        if reach < 2 * self.predictor.min_trials:
-            fallback = self.predict(trial)
-            if fallback is None:
-                return None
+        # The trial's own extrapolation: the fallback while few trials have finished, and a
+        # second opinion after, so a trial either can't yet tell from the incumbent is kept.
+        own = self.predict(trial)
+        if own is None and reach < 2 * self.predictor.min_trials:
+            return None
+        fallback = own if reach < 2 * self.predictor.min_trials else None
         pruned = [t.partial(t.budget_steps) for t in others if t.pruned and t.budget_steps]
         model = copy.copy(self.predictor)  # fitted state per decision; the cache is shared
         model.fit(curves, [t.result for t in done], at, pruned=pruned)
-        return model.predict(trial.partial(budget), fallback=fallback)
+        return replace(model.predict(trial.partial(budget), fallback=fallback), second_opinion=own)
 
     def _range_for(self, values: np.ndarray) -> tuple[float, float] | None:
         """``value_range``, unless the trial's values leave it (then ``None``, with a warning).

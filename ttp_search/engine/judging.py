@@ -12,6 +12,9 @@ from ttp_search.curves import DEFAULT_FEATURES, StudyPredictor
 from ttp_search.engine.decision import Decision, DecisionCore, Direction, TrialCurve
 
 
+STUDY_MIN_TRIALS = 10  # finished trials at a fraction before the study's predictor speaks
+
+
 @dataclass(frozen=True)
 class DecisionOptions:
     """Everything TTPPruner and TTPScheduler take beside the direction, validated once,
@@ -72,7 +75,9 @@ class DecisionOptions:
             model = self._predictors[direction] = StudyPredictor(
                 direction,
                 features=self.study_features,
-                min_trials=max(self.n_startup_trials, 2),
+                # Fewer finished examples than this cannot resolve a 5% chance (the
+                # conformal floor is 1 / (k + 1)): the trial's own extrapolation decides.
+                min_trials=max(self.n_startup_trials, STUDY_MIN_TRIALS),
                 value_range=self.value_range,
             )
         return model

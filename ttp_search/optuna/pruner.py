@@ -18,17 +18,22 @@ from ttp_search.optuna._private import storage_of, trial_id
 
 
 class TTPPruner(BasePruner):
-    """Prune by the probability of ending better than the incumbent, and by time left.
+    """Prune by the probability of ending better than the incumbent, its cost, and time left.
 
-    At each judged report the trial's curve is extrapolated to its own step budget (set
-    with :func:`set_budget` or assigned by :class:`CostAwareSampler`) under its own
-    schedule, so a short linear-decay trial and a long constant-rate trial are compared
-    where each ends, not step against step. The trial is pruned when
+    At each judged report the trial's final value at its own step budget (set with
+    :func:`set_budget` or assigned by :class:`CostAwareSampler`) is predicted from the
+    study's finished trials read at the same fraction of their budgets
+    (:class:`ttp_search.curves.StudyPredictor`, pruned trials as censored examples), with
+    the trial's own extrapolation under its schedule while few have finished and as a
+    second opinion after, so a short linear-decay trial and a long constant-rate trial are
+    compared where each ends, not step against step. The trial is pruned when
 
-    * P(final value beats the incumbent) < ``threshold`` and it is behind
-      ``peer_percentile`` of its peers at the same fraction of their budgets; the incumbent
-      is the best completed trial, or a running one whose pessimistic predicted end is
-      better still;
+    * P(final value beats the incumbent − ``margin``) < ``threshold``, it is behind
+      ``peer_percentile`` of its peers at the same fraction of their budgets, and its
+      chance per second of its remaining cost is below a new trial's (the share of finished
+      trials that ended within ``margin`` of the incumbent, per mean second they cost); the
+      incumbent is the best completed trial, or a running one whose pessimistic predicted
+      end is better still;
     * its predicted cost to finish exceeds what is left of ``study_budget_s`` (counted from
       the study's first trial, so every worker on a shared storage agrees); once that budget
       is spent the study is stopped (``study.stop()``);
@@ -52,7 +57,9 @@ class TTPPruner(BasePruner):
                 set_budget(trial, 50)
                 for step in range(1, 51):
                     loss = 1.0 / (lr * step) + 0.1
-                    report(trial, loss, step)
+                    # train_loss is optional (for the TSE/LCGA features); plain
+                    # trial.report(loss, step) works too.
+                    report(trial, loss, step, train_loss=loss)
                     if trial.should_prune():
                         raise optuna.TrialPruned()
                 return loss

@@ -81,11 +81,14 @@ class TTPScheduler(FIFOScheduler):
     """Stop Ray Tune trials that will not end better than the best, judged at their budgets.
 
     Same decisions and options, in the same words, as :class:`ttp_search.optuna.TTPPruner`:
-    each result is added to the trial's curve, the curve is extrapolated to the trial's own
-    budget (``config["ttp_budget_steps"]``, set by :class:`CostAwareSearcher`, or the
-    result's ``ttp_budget_steps``) under its schedule (``ttp_schedule``), and the trial is
-    stopped when P(it ends better than the best) < ``threshold`` and it is behind
-    ``peer_percentile`` of its peers at the same fraction of their budgets; or when its
+    each result is added to the trial's curve, its end at its own budget
+    (``config["ttp_budget_steps"]``, set by :class:`CostAwareSearcher`, or the result's
+    ``ttp_budget_steps``) under its schedule (``ttp_schedule``) is predicted from the
+    finished and stopped trials and its own extrapolation, and the trial is stopped when
+    P(it ends better than the best) < ``threshold``, it is behind ``peer_percentile`` of its
+    peers at the same fraction of their budgets and a new trial buys more chance per
+    second (the training loss, when reported as ``ttp_train_loss``, feeds the TSE/LCGA
+    features); or when its
     predicted cost to finish exceeds the time left of ``study_budget_s`` (also read from
     ``TuneConfig(time_budget_s=...)``, Ray Tune's name for it); or on NaN/inf. STOP is the only action taken:
     pausing a trial that trains to a budget saves nothing.

@@ -125,7 +125,7 @@ def test_training_loss_features_and_a_missing_one():
     ("kwargs", "match"),
     [
         ({"features": ("observed", "nope")}, "unknown curve feature 'nope'"),
-        ({"features": ("slope",)}, "must include 'observed'"),
+        ({"features": ("slope",)}, "first feature is the level"),
         ({"direction": "up"}, "direction"),
         ({"min_trials": 1}, "min_trials"),
         ({"level": 1.0}, "level"),
