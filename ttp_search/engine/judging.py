@@ -11,7 +11,6 @@ from ttp_search._checks import check_int, check_positive_seconds
 from ttp_search.curves import DEFAULT_FEATURES, StudyPredictor
 from ttp_search.engine.decision import Decision, DecisionCore, Direction, TrialCurve
 
-
 STUDY_MIN_TRIALS = 10  # finished trials at a fraction before the study's predictor speaks
 
 
