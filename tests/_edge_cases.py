@@ -32,7 +32,7 @@ from ttp_search.cost import LayerTimeModel, calibration_path, device_fingerprint
 from ttp_search.cost.calibrate import CalibrationData
 from ttp_search.cost.features import FEATURE_COLUMNS
 from ttp_search.cost.trace import trace_training_step
-from ttp_search.curves import extrapolate
+from ttp_search.curves import PartialCurve, StudyPredictor, extrapolate
 from ttp_search.curves.extrapolate import MAX_FIT_POINTS, thin_curve
 from ttp_search.data.pretrained import SharedDataMissing, cifar_resnet
 from ttp_search.dynamics import LinearizedSDE
@@ -421,6 +421,19 @@ def _fit_is_cached(calibrated: LayerTimeModel) -> None:
     assert a.step_time_s == b.step_time_s
 
 
+def _train_loss_nan() -> None:
+    study = optuna.create_study()
+    trial = study.ask()
+    report(trial, 0.5, 1, train_loss=math.nan)
+
+
+def _study_too_few() -> None:
+    steps = np.arange(1, 11.0)
+    done = [PartialCurve(steps, 1 / (a * steps), 10.0) for a in (1.0, 2.0)]
+    model = StudyPredictor(min_trials=5).fit(done, [0.1, 0.05], fraction=0.5)
+    model.predict(PartialCurve(steps[:5], 1 / steps[:5], 10.0))
+
+
 def _cli(*args: str):
     return lambda: cli_error(*args)
 
@@ -795,5 +808,29 @@ EDGE_CASES = [
         safe="the fit is cached next to the file (`.fit.pkl`, keyed by the file's bytes and "
         "the library versions) and not recomputed",
         fixture="calibrated",
+    ),
+    Case(
+        "study-features",
+        "optuna.TTPPruner",
+        "study_features naming a feature that does not exist",
+        lambda: TTPPruner(study_features=("observed", "loss_slope")),
+        InvalidInputError,
+        "unknown curve feature 'loss_slope'",
+    ),
+    Case(
+        "train-loss-nan",
+        "optuna.report",
+        "train_loss=nan",
+        _train_loss_nan,
+        InvalidInputError,
+        "train_loss",
+    ),
+    Case(
+        "study-few-finished",
+        "curves.StudyPredictor.predict",
+        "fewer finished trials at the fraction than min_trials, no fallback",
+        _study_too_few,
+        InvalidInputError,
+        "no fallback was given",
     ),
 ]
