@@ -25,7 +25,7 @@ from ttp_search._checks import (
     check_value_range,
 )
 from ttp_search.budget.schedule import KINDS, ScheduleLike, as_schedule, rate_of
-from ttp_search.curves import PartialCurve, StudyPredictor, extrapolate
+from ttp_search.curves import PartialCurve, StudyPrediction, StudyPredictor, extrapolate
 from ttp_search.errors import InvalidInputError
 
 Direction = Literal["minimize", "maximize"]
@@ -69,6 +69,7 @@ class TrialCurve:
     # Training losses reported beside the values (steps, losses), for TSE/LCGA features.
     train_steps: np.ndarray | None = None
     train_losses: np.ndarray | None = None
+    _partial: PartialCurve | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.steps = np.asarray(self.steps, dtype=np.float64).ravel()
@@ -87,9 +88,13 @@ class TrialCurve:
                 raise InvalidInputError("train_steps and train_losses differ in length")
 
     def partial(self, budget: float) -> PartialCurve:
-        """The curve as the study-informed predictor reads it, at ``budget`` steps."""
+        """The curve as the study-informed predictor reads it, at ``budget`` steps (kept:
+        adapters keep a finished trial's curve, so this is built once per trial)."""
+        cached = self._partial
+        if cached is not None and cached.budget == float(budget) and cached.steps is self.steps:
+            return cached
         train = self.train_steps is not None and self.train_steps.size > 0
-        return PartialCurve(
+        self._partial = PartialCurve(
             self.steps,
             self.values,
             float(budget),
@@ -97,6 +102,7 @@ class TrialCurve:
             train_steps=self.train_steps if train else None,
             train_losses=self.train_losses if train else None,
         )
+        return self._partial
 
     def cost(self) -> float | None:
         """Seconds this trial has used (measured, else steps times its step seconds)."""
@@ -300,16 +306,26 @@ class DecisionCore:
         reach = sum(c.reaches(at) for c in curves)
         if reach < self.predictor.min_trials:
             return self.predict(trial)
-        # The trial's own extrapolation: the fallback while few trials have finished, and a
-        # second opinion after, so a trial either can't yet tell from the incumbent is kept.
-        own = self.predict(trial)
-        if own is None and reach < 2 * self.predictor.min_trials:
-            return None
-        fallback = own if reach < 2 * self.predictor.min_trials else None
+        # The trial's own extrapolation is the fallback while few trials have finished; after
+        # that ``decide`` asks it for a second opinion before a stop.
+        fallback = None
+        if reach < 2 * self.predictor.min_trials:
+            fallback = self.predict(trial)
+            if fallback is None:
+                return None
         pruned = [t.partial(t.budget_steps) for t in others if t.pruned and t.budget_steps]
         model = copy.copy(self.predictor)  # fitted state per decision; the cache is shared
         model.fit(curves, [t.result for t in done], at, pruned=pruned)
-        return replace(model.predict(trial.partial(budget), fallback=fallback), second_opinion=own)
+        return model.predict(trial.partial(budget), fallback=fallback)
+
+    def second_opinion(self, trial: TrialCurve, est, bar: float):
+        """``est`` with the trial's own extrapolation as a second opinion (P(better) the
+        larger of the two), so a trial either model cannot yet tell from ``bar`` is kept;
+        asked only before a stop, since it cannot raise a keep to a stop."""
+        if not isinstance(est, StudyPrediction) or est.weight < 1:
+            return est
+        own = self.predict(trial)
+        return est if own is None else replace(est, second_opinion=own)
 
     def _range_for(self, values: np.ndarray) -> tuple[float, float] | None:
         """``value_range``, unless the trial's values leave it (then ``None``, with a warning).
@@ -423,6 +439,9 @@ class DecisionCore:
             )
         bar = best + self._sign * self.margin  # a little worse than the incumbent
         p = est.prob_better_than(bar)
+        if p < self.threshold:
+            est = self.second_opinion(trial, est, bar)
+            p = est.prob_better_than(bar)
         if p >= self.threshold:
             return Decision(
                 False,
