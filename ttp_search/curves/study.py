@@ -199,17 +199,22 @@ class StudyPredictor:
         if at is None:
             raise InvalidInputError(f"fraction {fraction!r} is before the first grid point")
         finals = np.asarray(finals, dtype=np.float64)
-        keep = [i for i, c in enumerate(curves) if c.reaches(at) and math.isfinite(finals[i])]
-        X = self._matrix([curves[i] for i in keep], at)
-        y = finals[keep]
+        X, y = self._examples(curves, finals, at)
         real = np.ones(y.size, dtype=bool)
         if pruned:
             X_more, y_more = self._censored(curves, finals, pruned, at)
             X, y = np.vstack([X, X_more]), np.r_[y, y_more]
             real = np.r_[real, np.zeros(y_more.size, dtype=bool)]
-        self.fraction_, self.n_trials_ = at, len(keep)
+        self.fraction_, self.n_trials_ = at, int(real.sum())
         self._fit_arrays(X, y, real)
         return self
+
+    def _examples(self, curves, finals: np.ndarray, at: float) -> tuple[np.ndarray, np.ndarray]:
+        """Feature rows and finals of the finished curves that reach ``at``."""
+        keep = [i for i, c in enumerate(curves) if c.reaches(at) and math.isfinite(finals[i])]
+        if not keep:
+            return np.empty((0, len(self.features))), np.empty(0)
+        return np.vstack([self._row(curves[i], at) for i in keep]), finals[keep]
 
     def _censored(self, curves, finals, pruned, at):
         """Pruned curves reaching ``at``, with finals imputed at the last point they reached."""
@@ -220,18 +225,13 @@ class StudyPredictor:
             if last is not None and last > at and c.reaches(at):
                 by_last.setdefault(last, []).append(c)
         for last, group in sorted(by_last.items()):
-            inner = StudyPredictor(
-                self.direction,
-                features=self.features,
-                min_trials=self.min_trials,
-                value_range=self.value_range,
-            )
-            inner._rows = self._rows
-            inner.fit(curves, finals, last)
-            if inner.n_trials_ < self.min_trials:
+            X_last, y_last = self._examples(curves, finals, last)
+            if y_last.size < self.min_trials:
                 continue
+            usable = _usable_columns(X_last)
+            fitted = self._fit_map(X_last[:, usable], y_last)
             for c in group:
-                targets.append(inner._point(c, last))
+                targets.append(float(self._apply(fitted, self._row(c, last)[None, usable])[0]))
                 rows.append(self._row(c, at))
         if not rows:
             return np.empty((0, len(self.features))), np.empty(0)
@@ -240,17 +240,15 @@ class StudyPredictor:
     def _fit_arrays(self, X: np.ndarray, y: np.ndarray, real: np.ndarray) -> None:
         """Fit the map on every row; keep residuals of ``real`` rows only: an imputed final
         is the map's own value, so its residual would show a spread nobody measured."""
-        usable = np.all(np.isfinite(X), axis=0) if X.shape[0] else np.zeros(X.shape[1], bool)
-        usable[0] = True
-        self.used_ = tuple(f for f, u in zip(self.features, usable, strict=True) if u)
-        self._usable = usable
-        X = X[:, usable]
+        order = np.argsort(X[:, 0], kind="stable")
+        X, y, real = X[order], y[order], real[order]
         self.n_rows_ = X.shape[0]
+        self._usable = _usable_columns(X)
+        self.used_ = tuple(f for f, u in zip(self.features, self._usable, strict=True) if u)
         if self.n_rows_ < 2:
             self.observed_, self.residuals_ = np.zeros(1), np.zeros(1)
             return
-        order = np.argsort(X[:, 0], kind="stable")
-        X, y, real = X[order], y[order], real[order]
+        X = X[:, self._usable]
         self._map = self._fit_map(X, y)
         # Fold k holds every fifth trial in observed order, so each fold spans the range.
         folds = np.arange(self.n_rows_) % _FOLDS
@@ -274,7 +272,7 @@ class StudyPredictor:
             Z = (X[:, 1:] - center) / scale
             coef = np.linalg.solve(Z.T @ Z + np.eye(Z.shape[1]), Z.T @ (left - left.mean()))
             extra = (center, scale, coef, float(left.mean()))
-        return iso, float(X[0, 0]), float(X[-1, 0]), extra
+        return iso, float(X[:, 0].min()), float(X[:, 0].max()), extra
 
     @staticmethod
     def _apply(fitted, X: np.ndarray) -> np.ndarray:
@@ -289,6 +287,7 @@ class StudyPredictor:
         return out
 
     def _row(self, curve: PartialCurve, at: float) -> np.ndarray:
+        """Features of a finished or pruned curve at ``at``, computed once and kept."""
         key = (
             curve.budget,
             curve.steps.tobytes(),
@@ -303,15 +302,6 @@ class StudyPredictor:
             )
             self._rows[key] = row
         return row
-
-    def _matrix(self, curves: Sequence[PartialCurve], at: float) -> np.ndarray:
-        if not curves:
-            return np.empty((0, len(self.features)))
-        return np.vstack([self._row(c, at) for c in curves])
-
-    def _point(self, curve: PartialCurve, at: float) -> float:
-        row = self._row(curve, at)[self._usable]
-        return float(self._apply(self._map, row[None, :])[0])
 
     def _nearest_residuals(self, observed: float) -> np.ndarray:
         """Cross-fitted residuals of the trials nearest in observed value."""
@@ -337,9 +327,16 @@ class StudyPredictor:
         if not curve.reaches(self.fraction_):
             raise InvalidInputError(f"the curve has not reached {self.fraction_:g} of its budget")
         if weight > 0:
-            point = float(self._clip(np.array([self._point(curve, self.fraction_)]))[0])
-            observed = float(self._row(curve, self.fraction_)[0])
-            samples = self._clip(point + self._nearest_residuals(observed))
+            # A running curve changes at every report: its row is not kept.
+            row = curve_features(
+                curve,
+                self.fraction_,
+                self.features,
+                direction=self.direction,
+                value_range=self.value_range,
+            )
+            point = float(self._clip(self._apply(self._map, row[None, self._usable]))[0])
+            samples = self._clip(point + self._nearest_residuals(float(row[0])))
         else:
             samples = np.array([fallback.mean])
         n = samples.size
@@ -347,9 +344,12 @@ class StudyPredictor:
         bandwidth = max(0.5 * spread * n ** (-0.2), 1e-9)
         # The map's own value, not the samples' mean: the residuals nearest each trial differ,
         # and their means would reorder trials against what was observed.
-        mean = weight * (point if weight > 0 else 0.0)
-        if weight < 1:
-            mean += (1 - weight) * fallback.mean
+        if weight >= 1:
+            mean = point
+        elif weight > 0:
+            mean = weight * point + (1 - weight) * fallback.mean
+        else:
+            mean = fallback.mean
         out = StudyPrediction(
             mean,
             mean,
@@ -369,3 +369,10 @@ class StudyPredictor:
         if self.value_range is None:
             return values
         return np.clip(values, *self.value_range)
+
+
+def _usable_columns(X: np.ndarray) -> np.ndarray:
+    """Columns every row has a value in (training losses may be missing); the level always."""
+    usable = np.all(np.isfinite(X), axis=0) if X.shape[0] else np.zeros(X.shape[1], bool)
+    usable[0] = True
+    return usable
