@@ -54,13 +54,10 @@ def _extrapolations(trials, fraction):
     out = []
     for t in trials:
         c = t.curve(_upto(t, fraction))
-        at = fraction * t.budget
-        keep = c.steps <= at
-        steps, values = np.r_[c.steps[keep], at], np.r_[c.values[keep], c.value_at(at)]
-        steps, idx = np.unique(steps, return_index=True)
+        steps, values = c.upto(fraction)
         est = extrapolate(
             steps,
-            values[idx],
+            values,
             t.budget,
             direction="maximize",
             lr_schedule=c.rate,

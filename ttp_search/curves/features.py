@@ -70,6 +70,16 @@ class PartialCurve:
     def value_at(self, step: float) -> float:
         return float(np.interp(step, self.steps, self.values))
 
+    def upto(self, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+        """Steps and values reported up to ``fraction`` of the budget, ending exactly there
+        (the value there interpolated between reports)."""
+        at = fraction * self.budget
+        seen = self.steps <= at
+        steps, values = self.steps[seen], self.values[seen]
+        if steps.size == 0 or steps[-1] < at:
+            steps, values = np.r_[steps, at], np.r_[values, self.value_at(at)]
+        return steps, values
+
     def reaches(self, fraction: float) -> bool:
         return self.steps.size > 0 and self.steps[-1] >= fraction * self.budget * (1 - 1e-9)
 
@@ -92,10 +102,7 @@ def curve_features(
             f"(step {curve.steps[-1] if curve.steps.size else None} of {curve.budget:g})"
         )
     at = fraction * curve.budget
-    seen = curve.steps <= at
-    steps, values = curve.steps[seen], curve.values[seen]
-    if steps.size == 0 or steps[-1] < at:
-        steps, values = np.r_[steps, at], np.r_[values, curve.value_at(at)]
+    steps, values = curve.upto(fraction)
     sign = 1.0 if direction == "minimize" else -1.0
     out = []
     for name in names:
