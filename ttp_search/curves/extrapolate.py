@@ -150,13 +150,23 @@ class Extrapolation:
         """The same as :meth:`prob_better_than` (the interface the study's prediction shares)."""
         return self.prob_better_than(x)
 
+    def support(self) -> tuple[float, float]:
+        """Where the mixture's mass lies (8 scales beyond every component)."""
+        return (
+            float(np.min(self.centers - 8 * self.scales)),
+            float(np.max(self.centers + 8 * self.scales)),
+        )
+
     def quantile(self, q: float) -> float:
-        lo = float(np.min(self.centers - 8 * self.scales))
-        hi = float(np.max(self.centers + 8 * self.scales))
-        for _ in range(60):
-            mid = 0.5 * (lo + hi)
-            lo, hi = (mid, hi) if self.cdf(mid) < q else (lo, mid)
-        return 0.5 * (lo + hi)
+        return invert_cdf(self.cdf, q, *self.support())
+
+
+def invert_cdf(cdf: Callable[[float], float], q: float, lo: float, hi: float) -> float:
+    """The ``q`` quantile of ``cdf`` by bisection between ``lo`` and ``hi``."""
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if cdf(mid) < q else (lo, mid)
+    return 0.5 * (lo + hi)
 
 
 def extrapolate(

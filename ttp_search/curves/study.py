@@ -37,7 +37,7 @@ from scipy.special import ndtr
 from sklearn.isotonic import IsotonicRegression
 
 from ttp_search._checks import check_int, check_real, check_value_range
-from ttp_search.curves.extrapolate import Extrapolation
+from ttp_search.curves.extrapolate import Extrapolation, invert_cdf
 from ttp_search.curves.features import FEATURES, PartialCurve, curve_features
 from ttp_search.errors import InvalidInputError
 
@@ -109,12 +109,9 @@ class StudyPrediction:
         spread = 8 * self.bandwidth + float(np.ptp(self.samples))
         lo, hi = float(self.samples.min() - spread), float(self.samples.max() + spread)
         if self.fallback is not None and self.weight < 1:
-            lo = min(lo, float(np.min(self.fallback.centers - 8 * self.fallback.scales)))
-            hi = max(hi, float(np.max(self.fallback.centers + 8 * self.fallback.scales)))
-        for _ in range(60):
-            mid = 0.5 * (lo + hi)
-            lo, hi = (mid, hi) if self.cdf(mid) < q else (lo, mid)
-        return 0.5 * (lo + hi)
+            low, high = self.fallback.support()
+            lo, hi = min(lo, low), max(hi, high)
+        return invert_cdf(self.cdf, q, lo, hi)
 
 
 class StudyPredictor:
