@@ -82,7 +82,9 @@ def test_finetune_study_copied_alone_runs_and_reports(calibrated, cache_root, tm
 
 @pytest.mark.slow
 def test_ray_study_copied_alone_runs_and_reports(calibrated, cache_root, tmp_path):
-    args = ["--study-budget", "22", "--max-steps", "100", "--name", "smoke", "--out", "o"]
+    # 30 s: a worker starting on a busy 2-core machine took 15 s to finish its first trial,
+    # and at 22 s the second trial was sometimes stopped before its first report.
+    args = ["--study-budget", "30", "--max-steps", "100", "--name", "smoke", "--out", "o"]
     # A per-trial cap that holds 50 steps even when the calibrated step time is several
     # times the model's (the searcher calibrates it from the first finished trial).
     args += ["--trial-budget", "6", "--num-samples", "6", "--num-cpus", "1"]

@@ -148,3 +148,35 @@ def test_bad_calls_are_named():
     model.fit(curves, finals, 0.5)
     with pytest.raises(InvalidInputError, match=r"has not reached 0\.5"):
         model.predict(_cut(curves[0], 3))
+
+
+def test_the_monotone_map_is_scikit_learns_isotonic_regression():
+    from sklearn.isotonic import IsotonicRegression
+
+    from ttp_search.curves.study import _monotone_map
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 7, 300):
+        x = np.round(rng.normal(size=n), 1)  # ties pooled as scikit-learn pools them
+        y = x + rng.normal(size=n)
+        grid = np.linspace(-4, 4, 101)
+        expected = IsotonicRegression(out_of_bounds="clip").fit(x, y).predict(grid)
+        np.testing.assert_allclose(np.interp(grid, *_monotone_map(x, y)), expected, atol=1e-12)
+
+
+def test_the_finished_table_is_reused_only_for_the_same_curves():
+    curves, finals = _study(30)
+    model = StudyPredictor(min_trials=5)
+    model.fit(curves, finals, 0.5)
+    table = model._tables["finished"]
+    assert model.count_reaching(curves, 0.5) == 30
+    assert model._tables["finished"] is table
+    moved = [*curves[:-1], _cut(curves[-1], 5)]  # one trial replaced by a shorter curve
+    assert model.count_reaching(moved, 0.5) == 29
+    again = StudyPredictor(min_trials=5).fit(moved, finals, 0.5)
+    assert model.fit(moved, finals, 0.5).n_trials_ == again.n_trials_ == 29
+    changed = finals.copy()
+    changed[0] += 1.0  # same curves, another final: the examples are read again
+    probe = _cut(curves[1], 10)
+    fresh = StudyPredictor(min_trials=5).fit(moved, changed, 0.5).predict(probe)
+    assert model.fit(moved, changed, 0.5).predict(probe).mean == fresh.mean

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ttp_search.engine import TrialCurve
-from ttp_search.engine.decision import Rule
+from ttp_search.engine.decision import PeerTable, Rule
 from ttp_search.engine.judging import DecisionOptions
 
 BUDGET = 40
@@ -115,3 +115,37 @@ def test_the_same_replay_decides_identically_in_two_processes():
     first, second = (json.loads(r.stdout) for r in runs)
     assert first == second
     assert {d[1] for d in first} >= {"not_worth_cost"} and len(first) > 12
+
+
+def test_peer_table_reads_what_np_interp_reads_bit_for_bit():
+    rng = np.random.default_rng(3)
+    trials = []
+    for _ in range(200):
+        steps = np.unique(np.cumsum(rng.uniform(0.5, 3, rng.integers(1, 25))).round(1))
+        values = rng.normal(size=steps.size)
+        trials.append(TrialCurve(steps, values, budget_steps=float(rng.uniform(5, 50))))
+    table = PeerTable(trials)
+    fractions = list(rng.uniform(0, 1.2, 50)) + [
+        t.steps[1] / t.budget_steps for t in trials[:30] if t.steps.size > 1
+    ]
+    for frac in fractions:
+        expected = [
+            float(np.interp(frac * t.budget_steps, t.steps, t.values))
+            for t in trials
+            if t.steps[-1] >= frac * t.budget_steps
+        ]
+        np.testing.assert_array_equal(table.values_at(frac), np.array(expected))
+
+
+def test_the_kept_core_rebuilds_its_peer_table_when_a_trial_ends():
+    options = DecisionOptions(n_startup_trials=5)
+    others = _finished(12)
+    running = _curve(0.5, upto=20)
+    first = options.judge("maximize", running, others, None)
+    table = options.core("maximize")._ended_peers
+    assert options.judge("maximize", running, others, None) == first
+    assert options.core("maximize")._ended_peers is table  # the same trials: reused
+    others = [*others, _curve(0.99, finished=True, label=99)]
+    later = options.judge("maximize", running, others, None)
+    assert options.core("maximize")._ended_peers is not table
+    assert later == DecisionOptions(n_startup_trials=5).judge("maximize", running, others, None)

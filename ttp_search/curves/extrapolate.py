@@ -28,7 +28,7 @@ from typing import Literal
 
 import numpy as np
 from scipy.integrate import cumulative_trapezoid
-from scipy.optimize import minimize, minimize_scalar
+from scipy.optimize import brentq, minimize, minimize_scalar
 from scipy.special import ndtr
 
 from ttp_search._checks import check_real
@@ -162,11 +162,13 @@ class Extrapolation:
 
 
 def invert_cdf(cdf: Callable[[float], float], q: float, lo: float, hi: float) -> float:
-    """The ``q`` quantile of ``cdf`` by bisection between ``lo`` and ``hi``."""
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if cdf(mid) < q else (lo, mid)
-    return 0.5 * (lo + hi)
+    """The ``q`` quantile of a continuous ``cdf`` on ``[lo, hi]`` (Brent's method; an end
+    when the quantile lies beyond it)."""
+    if cdf(lo) >= q:
+        return lo
+    if cdf(hi) < q:
+        return hi
+    return brentq(lambda x: cdf(x) - q, lo, hi, xtol=1e-12 * max(hi - lo, 1e-300))
 
 
 def extrapolate(

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -66,6 +67,17 @@ class PartialCurve:
     rate: Callable[[np.ndarray], np.ndarray] | None = None
     train_steps: np.ndarray | None = None
     train_losses: np.ndarray | None = None
+
+    @cached_property
+    def key(self) -> tuple:
+        """What the curve's features depend on, hashable: a cache key, built once per curve
+        (a finished trial's curve is kept, and read at every decision of the study)."""
+        return (
+            self.budget,
+            self.steps.tobytes(),
+            self.values.tobytes(),
+            None if self.train_losses is None else self.train_losses.size,
+        )
 
     def value_at(self, step: float) -> float:
         return float(np.interp(step, self.steps, self.values))

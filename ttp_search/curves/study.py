@@ -33,8 +33,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+from scipy.optimize import isotonic_regression
 from scipy.special import ndtr
-from sklearn.isotonic import IsotonicRegression
 
 from ttp_search._checks import check_int, check_real, check_value_range
 from ttp_search.curves.extrapolate import Extrapolation, invert_cdf
@@ -173,7 +173,10 @@ class StudyPredictor:
         self.min_trials = check_int("min_trials", min_trials, 2)
         self.level = check_real("level", level, low=0.0, high=1.0, low_open=True, high_open=True)
         self.value_range = check_value_range(value_range)
-        self._rows: dict = {}  # (curve key, grid point) -> features, shared by copies
+        # Shared by copies (the decision core fits a copy per decision): feature rows per
+        # (curve, grid point), and the finished trials' table of the latest fit.
+        self._rows: dict = {}
+        self._tables: dict = {}
 
     def grid_fraction(self, fraction: float) -> float | None:
         """The grid point a trial at ``fraction`` of its budget is read at (``None``: too early)."""
@@ -206,12 +209,31 @@ class StudyPredictor:
         self._fit_arrays(X, y, real)
         return self
 
+    def count_reaching(self, curves: Sequence[PartialCurve], fraction: float) -> int:
+        """How many of ``curves`` reach the grid point of ``fraction`` of their budgets."""
+        at = self.grid_fraction(fraction)
+        return 0 if at is None else int(self._table(curves).reaching(at).sum())
+
+    def _table(self, curves: Sequence[PartialCurve]) -> _FinishedTable:
+        table = self._tables.get("finished")
+        if table is None or not table.holds(curves):
+            table = self._tables["finished"] = _FinishedTable(curves)
+        return table
+
     def _examples(self, curves, finals: np.ndarray, at: float) -> tuple[np.ndarray, np.ndarray]:
-        """Feature rows and finals of the finished curves that reach ``at``."""
-        keep = [i for i, c in enumerate(curves) if c.reaches(at) and math.isfinite(finals[i])]
-        if not keep:
-            return np.empty((0, len(self.features))), np.empty(0)
-        return np.vstack([self._row(curves[i], at) for i in keep]), finals[keep]
+        """Feature rows and finals of the finished curves that reach ``at`` (kept per grid
+        point while the finished trials and their finals are the same)."""
+        table = self._table(curves)
+        found = table.examples.get(at)
+        if found is not None and np.array_equal(found[2], finals, equal_nan=True):
+            return found[0], found[1]
+        keep = np.flatnonzero(table.reaching(at) & np.isfinite(finals))
+        if keep.size == 0:
+            X = np.empty((0, len(self.features)))
+        else:
+            X = np.vstack([self._row(table.curves[i], at) for i in keep])
+        table.examples[at] = (X, finals[keep], finals.copy())
+        return X, finals[keep]
 
     def _censored(self, curves, finals, pruned, at):
         """Pruned curves reaching ``at``, with finals imputed at the last point they reached."""
@@ -260,10 +282,10 @@ class StudyPredictor:
             self.observed_, self.residuals_ = X[:, 0], residuals
 
     def _fit_map(self, X: np.ndarray, y: np.ndarray):
-        iso = IsotonicRegression(out_of_bounds="clip").fit(X[:, 0], y)
+        iso = _monotone_map(X[:, 0], y)
         extra = None
         if X.shape[1] > 1 and X.shape[0] > 2:
-            left = y - iso.predict(X[:, 0])
+            left = y - np.interp(X[:, 0], *iso)
             center, scale = X[:, 1:].mean(axis=0), X[:, 1:].std(axis=0)
             scale = np.where(scale > 0, scale, 1.0)
             Z = (X[:, 1:] - center) / scale
@@ -277,7 +299,7 @@ class StudyPredictor:
         v = X[:, 0]
         # The tiny slope breaks the map's flat steps by what was observed: trials are never
         # tied where the observed values differ.
-        out = iso.predict(v) + np.maximum(v - hi, 0.0) + np.minimum(v - lo, 0.0) + 1e-9 * v
+        out = np.interp(v, *iso) + np.maximum(v - hi, 0.0) + np.minimum(v - lo, 0.0) + 1e-9 * v
         if extra is not None:
             center, scale, coef, mean = extra
             out = out + mean + ((X[:, 1:] - center) / scale) @ coef
@@ -285,13 +307,7 @@ class StudyPredictor:
 
     def _row(self, curve: PartialCurve, at: float) -> np.ndarray:
         """Features of a finished or pruned curve at ``at``, computed once and kept."""
-        key = (
-            curve.budget,
-            curve.steps.tobytes(),
-            curve.values.tobytes(),
-            None if curve.train_losses is None else curve.train_losses.size,
-            at,
-        )
+        key = (curve.key, at)
         row = self._rows.get(key)
         if row is None:
             row = curve_features(
@@ -366,6 +382,38 @@ class StudyPredictor:
         if self.value_range is None:
             return values
         return np.clip(values, *self.value_range)
+
+
+class _FinishedTable:
+    """The finished trials' curves of one fit and what was read from them, reused by the next
+    decision while they are the same objects (an adapter keeps a finished trial's curve), so
+    a decision among 1,000 finished trials does not read 1,000 curves again."""
+
+    def __init__(self, curves: Sequence[PartialCurve]) -> None:
+        self.curves = tuple(curves)
+        self.last = np.array([c.steps[-1] if c.steps.size else -np.inf for c in self.curves])
+        self.budget = np.array([c.budget for c in self.curves], dtype=np.float64)
+        self.examples: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def holds(self, curves: Sequence[PartialCurve]) -> bool:
+        return len(curves) == len(self.curves) and all(
+            a is b for a, b in zip(curves, self.curves, strict=True)
+        )
+
+    def reaching(self, at: float) -> np.ndarray:
+        # The same arithmetic as ``PartialCurve.reaches``, for every curve at once.
+        return self.last >= at * self.budget * (1 - 1e-9)
+
+
+def _monotone_map(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The non-decreasing least-squares fit of ``y`` on ``x`` as knots for ``np.interp``
+    (linear between them, flat beyond): tied ``x`` are pooled into their mean, as
+    scikit-learn's ``IsotonicRegression`` does, without its per-call validation, since a
+    decision fits this map six times."""
+    knots, where, counts = np.unique(x, return_inverse=True, return_counts=True)
+    means = np.bincount(where, weights=y, minlength=knots.size) / counts
+    fitted = isotonic_regression(means, weights=counts.astype(np.float64)).x
+    return knots, fitted
 
 
 def _usable_columns(X: np.ndarray) -> np.ndarray:

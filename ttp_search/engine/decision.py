@@ -225,6 +225,7 @@ class DecisionCore:
                 f"the predictor's direction {predictor.direction!r} is not {direction!r}"
             )
         self.predictor = predictor
+        self._ended_peers: PeerTable | None = None  # kept by ``peer_rank``
         if band_tolerance is not None:
             band_tolerance = check_real("band_tolerance", band_tolerance, low=0.0)
         self.band_tolerance = band_tolerance
@@ -303,7 +304,7 @@ class DecisionCore:
             t for t in others if t.finished and t.result is not None and math.isfinite(t.result)
         ]
         curves = [t.partial(t.budget_steps or t.last_step) for t in done]
-        reach = sum(c.reaches(at) for c in curves)
+        reach = self.predictor.count_reaching(curves, at)
         if reach < self.predictor.min_trials:
             return self.predict(trial)
         # The trial's own extrapolation is the fallback while few trials have finished; after
@@ -321,7 +322,7 @@ class DecisionCore:
     def second_opinion(self, trial: TrialCurve, est, bar: float):
         """``est`` with the trial's own extrapolation as a second opinion (P(better) the
         larger of the two), so a trial either model cannot yet tell from ``bar`` is kept;
-        asked only before a stop, since it cannot raise a keep to a stop."""
+        asked only before a stop, since it cannot turn a keep into a stop."""
         if not isinstance(est, StudyPrediction) or est.weight < 1:
             return est
         own = self.predict(trial)
@@ -439,17 +440,8 @@ class DecisionCore:
             )
         bar = best + self._sign * self.margin  # a little worse than the incumbent
         p = est.prob_better_than(bar)
-        if p < self.threshold:
-            est = self.second_opinion(trial, est, bar)
-            p = est.prob_better_than(bar)
         if p >= self.threshold:
-            return Decision(
-                False,
-                f"P(ends better than {bar:.4g}) = {p:.3f}",
-                prob_better=p,
-                rule=Rule.MAY_BEAT,
-                **fields,
-            )
+            return self._may_beat(p, bar, fields)
         peer_rank = self.peer_rank(trial, others)
         if peer_rank is not None and peer_rank >= self.peer_percentile / 100.0:
             return Decision(
@@ -460,24 +452,36 @@ class DecisionCore:
                 rule=Rule.AHEAD_OF_PEERS,
                 **fields,
             )
-        predicted = (
-            f"predicted {est.mean:.4g} [{est.low:.4g}, {est.high:.4g}] at step "
-            f"{trial.budget_steps or trial.last_step:g}"
-        )
-        unlikely = f"P(ends better than {bar:.4g}) = {p:.3f} < {self.threshold:g}"
         new_trial = self.new_trial_rate(others, bar)
-        if new_trial is not None and remaining is not None and remaining > 0:
-            chance = est.chance_better_than(bar)  # the guard above was the cautious one
-            here = chance / remaining
-            words = f"{chance:.3g} in {remaining:.3g} s vs a new trial's {new_trial[0]:.3g} in {new_trial[1]:.3g} s"
-            if here >= new_trial[0] / new_trial[1]:
+        weighed = new_trial is not None and remaining is not None and remaining > 0
+        if weighed:
+            chance = est.chance_better_than(bar)  # the guard is the cautious one
+            words = (
+                f"{chance:.3g} in {remaining:.3g} s vs a new trial's {new_trial[0]:.3g} "
+                f"in {new_trial[1]:.3g} s"
+            )
+            if chance / remaining >= new_trial[0] / new_trial[1]:
                 return Decision(
                     False,
-                    f"{unlikely}, but finishing it is worth more per second: {words}",
+                    f"P(ends better than {bar:.4g}) = {p:.3f} < {self.threshold:g}, but "
+                    f"finishing it is worth more per second: {words}",
                     prob_better=p,
                     rule=Rule.WORTH_FINISHING,
                     **fields,
                 )
+        # Only a stop is left. The trial's own extrapolation may still doubt it; it is asked
+        # here, not earlier, because it is the costliest part of a decision and can only
+        # keep a trial the rules above would stop.
+        est = self.second_opinion(trial, est, bar)
+        p = est.prob_better_than(bar)
+        if p >= self.threshold:
+            return self._may_beat(p, bar, fields)
+        unlikely = f"P(ends better than {bar:.4g}) = {p:.3f} < {self.threshold:g}"
+        predicted = (
+            f"predicted {est.mean:.4g} [{est.low:.4g}, {est.high:.4g}] at step "
+            f"{trial.budget_steps or trial.last_step:g}"
+        )
+        if weighed:
             return Decision(
                 True,
                 f"{unlikely}; a new trial is worth more per second ({words}); {predicted}",
@@ -486,10 +490,15 @@ class DecisionCore:
                 **fields,
             )
         return Decision(
-            True,
-            f"{unlikely}; {predicted}",
+            True, f"{unlikely}; {predicted}", prob_better=p, rule=Rule.UNLIKELY, **fields
+        )
+
+    def _may_beat(self, p: float, bar: float, fields: dict) -> Decision:
+        return Decision(
+            False,
+            f"P(ends better than {bar:.4g}) = {p:.3f}",
             prob_better=p,
-            rule=Rule.UNLIKELY,
+            rule=Rule.MAY_BEAT,
             **fields,
         )
 
@@ -543,15 +552,62 @@ class DecisionCore:
             return None
         frac = trial.last_step / trial.budget_steps
         mine = float(trial.values[-1])
-        peers = []
+        ended = [t for t in others if t.finished or t.pruned]
+        table = self._ended_peers
+        if table is None or not table.holds(ended):
+            table = self._ended_peers = PeerTable(ended)
+        peers = list(table.values_at(frac))
         for t in others:
-            steps, values = t.steps, t.values
-            if not t.budget_steps or steps.size == 0:
+            if t.finished or t.pruned or not t.budget_steps or t.steps.size == 0:
                 continue
             at = frac * t.budget_steps
-            if steps[-1] < at or not np.all(np.isfinite(values)):
+            if t.steps[-1] < at or not np.all(np.isfinite(t.values)):
                 continue
-            peers.append(float(np.interp(at, steps, values)))
+            peers.append(float(np.interp(at, t.steps, t.values)))
         if len(peers) < max(self.n_min_trials, 1):
             return None
-        return float(np.mean([self.better(mine, v) for v in peers]))
+        return float(np.mean(self._sign * mine < self._sign * np.asarray(peers)))
+
+
+class PeerTable:
+    """The reports of trials that will not report again (finished, pruned), padded into one
+    matrix, so reading 1,000 of them at one budget fraction is a few array operations; kept
+    by the core while the same trial objects come back (adapters keep ended trials' curves).
+    Reads what ``np.interp`` would, to the bit."""
+
+    def __init__(self, trials: Sequence[TrialCurve]) -> None:
+        self.trials = tuple(trials)
+        usable = [
+            t
+            for t in self.trials
+            if t.budget_steps and t.steps.size and np.all(np.isfinite(t.values))
+        ]
+        width = max((t.steps.size for t in usable), default=1)
+        self.steps = np.full((len(usable), width), np.inf)
+        self.values = np.zeros((len(usable), width))
+        for i, t in enumerate(usable):
+            self.steps[i, : t.steps.size] = t.steps
+            self.values[i, : t.values.size] = t.values
+            self.values[i, t.values.size :] = t.values[-1]
+        self.budget = np.array([t.budget_steps for t in usable], dtype=np.float64)
+        self.last = np.array([t.steps[-1] for t in usable], dtype=np.float64)
+
+    def holds(self, trials: Sequence[TrialCurve]) -> bool:
+        return len(trials) == len(self.trials) and all(
+            a is b for a, b in zip(trials, self.trials, strict=True)
+        )
+
+    def values_at(self, fraction: float) -> np.ndarray:
+        """Each trial's value at ``fraction`` of its budget, for those that got there."""
+        at = fraction * self.budget
+        got = self.last >= at
+        steps, values, at = self.steps[got], self.values[got], at[got]
+        rows = np.arange(at.size)
+        # The last report at or before ``at`` (the first when ``at`` precedes every report).
+        j = np.maximum((steps <= at[:, None]).sum(axis=1) - 1, 0)
+        nxt = np.minimum(j + 1, steps.shape[1] - 1)
+        x0, y0 = steps[rows, j], values[rows, j]
+        x1, y1 = steps[rows, nxt], values[rows, nxt]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            between = (y1 - y0) / (x1 - x0) * (at - x0) + y0
+        return np.where((x0 >= at) | (nxt == j) | ~np.isfinite(x1), y0, between)

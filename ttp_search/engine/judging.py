@@ -41,8 +41,10 @@ class DecisionOptions:
     #: Curve features of the study-informed predictor (``ttp_search.curves.features``);
     #: ``None``: every curve extrapolated on its own, as before ttp_search 0.3.
     study_features: tuple[str, ...] | None = DEFAULT_FEATURES
-    # One predictor per direction, kept so finished trials' features are computed once.
-    _predictors: dict = field(default_factory=dict, compare=False, repr=False)
+    # One predictor and one core per direction, kept so what is read from ended trials is
+    # read once (not init fields: `dataclasses.replace` gives a copy its own).
+    _predictors: dict = field(default_factory=dict, init=False, compare=False, repr=False)
+    _cores: dict = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         check_int("interval_steps", self.interval_steps, 1)
@@ -51,6 +53,13 @@ class DecisionOptions:
         self.core("minimize")  # the core validates its own options
 
     def core(self, direction: Direction) -> DecisionCore:
+        """The decision core for ``direction``, kept: it keeps what it read from ended trials."""
+        core = self._cores.get(direction)
+        if core is None:
+            core = self._cores[direction] = self._new_core(direction)
+        return core
+
+    def _new_core(self, direction: Direction) -> DecisionCore:
         return DecisionCore(
             direction,
             threshold=self.threshold,

@@ -101,7 +101,8 @@ class TTPPruner(BasePruner):
     def decide(self, study: optuna.Study, trial: FrozenTrial) -> Decision:
         """The decision for ``trial`` at its latest report, without storing anything."""
         trials = study.get_trials(deepcopy=False)  # one read of the storage per decision
-        curves = [self._curve(study, t) for t in trials if t.number != trial.number]
+        store = storage_of(study)
+        curves = [self._curve(store, t) for t in trials if t.number != trial.number]
         curves = [c for c in curves if c is not None]
         me = storage.trial_curve(trial, measure_now=True)
         time_left = storage.study_time_left(study, self.options.study_budget_s, trials)
@@ -130,7 +131,7 @@ class TTPPruner(BasePruner):
         left = storage.study_time_left(study, self.options.study_budget_s)
         return left is not None and left <= 0
 
-    def _curve(self, study: optuna.Study, trial: FrozenTrial) -> TrialCurve | None:
+    def _curve(self, store: object, trial: FrozenTrial) -> TrialCurve | None:
         """The core's view of another trial; a completed trial's is built once and kept
         (Optuna refuses changes to finished trials), so a decision among 1,000 trials does
         not rebuild 1,000 curves. Pruned trials are kept as censored examples."""
@@ -140,7 +141,7 @@ class TTPPruner(BasePruner):
             return None
         # The storage object itself (not its id, which a later storage could reuse) and the
         # storage's trial id name the trial across studies.
-        key = (storage_of(study), trial_id(trial))
+        key = (store, trial_id(trial))
         curve = self._finished.get(key)
         if curve is None:
             curve = self._finished[key] = storage.trial_curve(trial)

@@ -44,8 +44,29 @@ class _TrialState:
     band: tuple | None = None
     train_steps: list = field(default_factory=list)
     train_losses: list = field(default_factory=list)
+    # An ended trial's curve, kept: it will not report again, and the decision core reuses
+    # what it read from the same curve objects (not checkpointed).
+    _ended: TrialCurve | None = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_ended": None}
 
     def curve(self, label: str | None = None) -> TrialCurve:
+        ended, done = self.status in ("completed", "stopped"), self.status == "completed"
+        kept = self._ended
+        if (
+            ended
+            and kept is not None
+            and (kept.label, kept.finished, kept.steps.size) == (label, done, len(self.steps))
+            and (kept.final, kept.elapsed_s, kept.budget_steps)
+            == (self.final if done else None, self.elapsed_s, self.budget)
+        ):
+            return kept
+        curve = self._build_curve(label)
+        self._ended = curve if ended else None
+        return curve
+
+    def _build_curve(self, label: str | None) -> TrialCurve:
         done = self.status == "completed"
         return TrialCurve(
             np.array(self.steps, dtype=np.float64),
