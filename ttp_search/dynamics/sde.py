@@ -498,7 +498,16 @@ class LinearizedSDE:
     ):
         self._check(lr, bs, mom, wd, max_steps, decay)
         found = {}
-        if schedule == "constant":
+        if schedule == "constant" and self.loss == "ce" and bs < self.n:
+            # Simulated minibatches: reading the loss costs far less than a step, so one run
+            # read at every step gives each crossing exactly (the two-pass search below
+            # would simulate the steps to the crossing twice).
+            eta = np.full(max_steps, float(lr))
+            df = self._curve(eta, bs, mom, wd, decay, np.arange(max_steps + 1), stop_below)
+            for col in ("loss", "loss_low", "loss_high"):
+                hit = df.step[reached(df, col)]
+                found[col] = float(hit.iloc[0]) if len(hit) else math.inf
+        elif schedule == "constant":
             grid = np.unique(np.linspace(0, max_steps, min(400, max_steps + 1)).round().astype(int))
             eta = np.full(max_steps, float(lr))
             coarse = self._curve(eta, bs, mom, wd, decay, grid, stop_below)
