@@ -150,7 +150,7 @@ def findings(df: pd.DataFrame) -> str:
         lines.append(
             f"- {storage}: a TTPPruner decision costs "
             f"{ms['TTPPruner.should_prune'] / ms['MedianPruner.should_prune']:.1f}x a "
-            f"MedianPruner decision (extrapolating the curve and writing one attribute); "
+            f"MedianPruner decision (fitting the study-informed predictor, reading peers at the same budget fraction, writing one attribute); "
             f"CostAwareSampler's ask costs "
             f"{ms['CostAwareSampler(TPE).ask'] / ms['TPESampler.ask']:.1f}x plain TPE's: it "
             "draws 8 TPE proposals, prices them and fits a GP on at most 200 trials."
