@@ -135,6 +135,8 @@ def test_peer_table_reads_what_np_interp_reads_bit_for_bit():
             if t.steps[-1] >= frac * t.budget_steps
         ]
         np.testing.assert_array_equal(table.values_at(frac), np.array(expected))
+    assert PeerTable([]).values_at(0.5).size == 0
+    assert PeerTable([TrialCurve([1.0], [np.nan], budget_steps=4)]).values_at(0.1).size == 0
 
 
 def test_the_kept_core_rebuilds_its_peer_table_when_a_trial_ends():
