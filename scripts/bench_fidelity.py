@@ -39,6 +39,15 @@ CONFIGS = [  # lr, batch, momentum, weight decay
     (0.05, 64, 0.0, 0.0),
     (0.01, 32, 0.9, 5e-4),
 ]
+# More configurations for the linearity check (real network and SDE only; --more).
+MORE_CONFIGS = [
+    (0.005, 32, 0.9, 0.0),
+    (0.001, 32, 0.9, 0.0),
+    (0.02, 32, 0.0, 0.0),
+    (0.005, 64, 0.0, 5e-4),
+    (0.003, 64, 0.9, 0.0),
+    (0.0005, 32, 0.9, 0.0),
+]
 FRACTIONS = (0.5, 0.25, 0.1)
 
 
@@ -81,7 +90,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--every", type=int, default=5)
     ap.add_argument("--shared", default="../shared")
+    ap.add_argument("--no-exact", action="store_true", help="skip exact linearized SGD")
+    ap.add_argument("--more", action="store_true", help="add the MORE_CONFIGS")
     args = ap.parse_args()
+    configs = CONFIGS + (MORE_CONFIGS if args.more else [])
     torch.manual_seed(0)
     try:
         model = cifar_resnet(args.depth, shared=args.shared)
@@ -100,11 +112,13 @@ def main() -> None:
         f"ResNet-{args.depth}, {args.samples} images, initial loss {loss0:.3f}; SDE setup "
         f"{setup_s:.1f} s (rank {sde.rank})"
     )
-    rows, scored, step_times = [], [], []
-    for lr, batch, momentum, wd in tqdm(CONFIGS, desc="configurations"):
+    rows, scored, step_times, checked = [], [], [], []
+    for lr, batch, momentum, wd in tqdm(configs, desc="configurations"):
         hyper = dict(lr=lr, batch_size=batch, momentum=momentum, weight_decay=wd)
         t0 = time.perf_counter()
-        exact = linearized_sgd(model, x, y, steps=args.steps, eval_every=args.every, **hyper)
+        exact = pd.DataFrame({"step": [0], "loss": [math.inf]})  # never reaches a level
+        if not args.no_exact:
+            exact = linearized_sgd(model, x, y, steps=args.steps, eval_every=args.every, **hyper)
         exact_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         real = real_sgd(model, x, y, lr, batch, momentum, wd, args.steps, args.every)
@@ -112,7 +126,16 @@ def main() -> None:
         t0 = time.perf_counter()
         estimates = [sde.steps_to_loss(v, max_steps=args.steps, **hyper) for v in levels]
         sde_s = (time.perf_counter() - t0) / len(levels)
-        scored.append(([first_below(exact, v) for v in levels], estimates))
+        t0 = time.perf_counter()
+        checks = [
+            sde.check_linearity(int(e.steps), **hyper) if math.isfinite(e.steps) else None
+            for e in estimates
+        ]
+        check_s = (time.perf_counter() - t0) / max(1, sum(c is not None for c in checks))
+        if not args.no_exact:
+            scored.append(([first_below(exact, v) for v in levels], estimates))
+        for v, e, c in zip(levels, estimates, checks, strict=True):
+            checked.append((first_below(real, v), e, c))
         rows.append(
             {
                 "lr, batch, momentum, wd": f"{lr}, {batch}, {momentum}, {wd}",
@@ -123,13 +146,17 @@ def main() -> None:
                     f"[{fmt([e.low])}, {fmt([e.high])}]" for e in estimates
                 ),
                 "stable": estimates[0].stable,
+                "network / linear loss": " / ".join(
+                    "–" if c is None else f"{c.loss_ratio:.2f}" for c in checks
+                ),
+                "s per check": round(check_s, 2),
                 "edge ratio": round(sde.edge_ratio(lr, momentum, wd), 2),
                 "s per steps_to_loss": round(sde_s, 2),
                 "exact s": round(exact_s, 1),
                 "real s": round(real_s, 1),
                 "real s per step": round(real.attrs["step_s"], 4),
                 # The setup is shared by the benchmark's configurations; one prediction each.
-                "break-even steps": round((setup_s / len(CONFIGS) + sde_s) / real.attrs["step_s"]),
+                "break-even steps": round((setup_s / len(configs) + sde_s) / real.attrs["step_s"]),
             }
         )
         step_times.append((batch, real.attrs["step_s"]))
@@ -138,7 +165,13 @@ def main() -> None:
         f"steps to {' / '.join(f'{int(f * 100)}%' for f in FRACTIONS)} of the initial loss "
         f"('–': not within {args.steps} steps; losses read every {args.every} steps)"
     )
+    if args.no_exact:
+        table = table.drop(columns=["exact linearized SGD", "exact s"])
     print(table.to_markdown(index=False))
+    print(linearity_summary(checked, args.steps))
+    if args.no_exact:
+        print(cost_line(sde, setup_s, step_times))
+        return
     errors, covered, cases = [], 0, 0
     for exact_steps, estimates in scored:
         for truth, e in zip(exact_steps, estimates, strict=True):
@@ -157,6 +190,27 @@ def main() -> None:
         "steps)"
     )
     print(cost_line(sde, setup_s, step_times))
+
+
+def linearity_summary(checked: list, steps: int) -> str:
+    """The SDE against the real network, split by the linearity check's verdict."""
+    lines = ["SDE vs the real network, by the linearity check at the predicted crossing:"]
+    for verdict, name in ((True, "holds"), (False, "fails")):
+        cases = [(t, e) for t, e, c in checked if c is not None and c.holds is verdict]
+        reached = [(t, e) for t, e in cases if math.isfinite(t)]
+        errors = np.array([abs(e.steps - t) / t for t, e in reached])
+        within = int(np.sum(errors <= 0.2)) if errors.size else 0
+        median = f"{100 * np.median(errors):.1f}%" if errors.size else "–"
+        lines.append(
+            f"- check {name}: {len(cases)} levels; the real network reaches {len(reached)} "
+            f"within {steps} steps; median error there {median}, {within} within 20%"
+        )
+    unchecked = [t for t, e, c in checked if c is None]
+    lines.append(
+        f"- not checked (the SDE never reaches the level): {len(unchecked)} levels, the real "
+        f"network reaches {sum(math.isfinite(t) for t in unchecked)}"
+    )
+    return "\n".join(lines)
 
 
 def cost_line(sde: LinearizedSDE, setup_s: float, step_times: list[tuple[int, float]]) -> str:

@@ -2,11 +2,13 @@
 
 from ttp_search.dynamics.blocks import BlockGrams
 from ttp_search.dynamics.jacobian import sketched_jacobian, weight_direction
+from ttp_search.dynamics.linearity import LinearityCheck
 from ttp_search.dynamics.sde import LinearizedSDE, StepsEstimate, schedule_factors
 from ttp_search.dynamics.target import StepsToTarget
 
 __all__ = [
     "BlockGrams",
+    "LinearityCheck",
     "LinearizedSDE",
     "StepsEstimate",
     "StepsToTarget",

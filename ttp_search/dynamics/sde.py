@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -47,8 +47,9 @@ from ttp_search.budget.schedule import Schedule as BudgetSchedule
 from ttp_search.budget.schedule import ScheduleLike, as_schedule
 from ttp_search.dynamics.cross_entropy import ce_run, direction_curvatures
 from ttp_search.dynamics.jacobian import sketched_jacobian, weight_direction
+from ttp_search.dynamics.linearity import DEFAULT_TOLERANCE, FrozenNetwork, LinearityCheck
 from ttp_search.dynamics.recursion import mse_run
-from ttp_search.dynamics.simulation import simulate_sgd
+from ttp_search.dynamics.simulation import run_losses, simulate_sgd
 from ttp_search.dynamics.spectrum import extrapolation_factors
 from ttp_search.errors import InvalidInputError
 
@@ -74,6 +75,16 @@ class StepsEstimate:
     #: or overshoots (cross-entropy), and a real network leaves the linear regime. The
     #: numbers are then the linear model's, not to be trusted as a fine-tuning's.
     stable: bool = True
+    #: The network against its linearization at the weights the predicted run reaches at
+    #: ``steps`` (``steps_to_loss(check_linearity=True)``; None when not asked or the target
+    #: is not reached): ``linearity.holds`` False says the fine-tuning leaves the linear
+    #: regime on the way, even where ``stable`` is True.
+    linearity: LinearityCheck | None = None
+
+    @property
+    def trusted(self) -> bool:
+        """Stable, and the linearization holds where it was checked."""
+        return self.stable and (self.linearity is None or self.linearity.holds)
 
 
 #: The longest run predict_curve and steps_to_loss simulate (one step at a time).
@@ -150,6 +161,7 @@ class LinearizedSDE:
         )
         self.loss = loss
         self.n, self.C = f0.shape
+        self._network = FrozenNetwork(model, x)
         was_training = model.training
         model.eval()
         try:
@@ -210,7 +222,7 @@ class LinearizedSDE:
     ) -> LinearizedSDE:
         """An SDE from a precomputed function-space Gram ``J Jᵀ`` (``(n·C, n·C)``), the
         outputs ``f0`` (``(n, C)``) and ``d0 = J w0`` at the pretrained weights, the encoded
-        targets (class indices for CE, values for MSE) and the full data set's size.
+        targets (one-hot rows for CE, values for MSE) and the full data set's size.
 
         Grams add over parameter groups, so :class:`BlockGrams` builds the SDE of any set of
         trainable blocks from one Jacobian pass per block.
@@ -228,6 +240,7 @@ class LinearizedSDE:
             if not np.all(np.isfinite(np.asarray(array, dtype=np.float64))):
                 raise InvalidInputError(f"{name} holds non-finite values (NaN or inf)")
         self.Y = np.asarray(targets)
+        self._network = None  # no model: check_linearity is unavailable
         self._set_gram(gram, f0, d0, rank, extrapolate)
         return self
 
@@ -401,6 +414,7 @@ class LinearizedSDE:
         schedule: Schedule = "constant",
         decay: str = "standard",
         max_steps: int = 100_000,
+        check_linearity: bool = False,
     ) -> StepsEstimate:
         """First step at which the predicted loss is at or below ``target``.
 
@@ -408,19 +422,71 @@ class LinearizedSDE:
         schedule, decaying to its end at T, ends at or below the target. ``low``/``high`` are
         the steps at which the 80% band's low and high edges reach it. ``math.inf`` when the
         target is not reached within ``max_steps`` (a legitimate answer, not an error).
+        ``check_linearity``: also evaluate the network at the weights the prediction reaches
+        (:meth:`check_linearity`, about one backward and two forward passes over the samples)
+        and put the result in ``estimate.linearity``.
         """
         _check_target_loss(target)
-        return self._steps_to(
+        hyper = dict(lr=lr, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay)
+        estimate = self._steps_to(
             lambda df, col: df[col] <= target,
             target,
-            lr,
-            batch_size,
-            momentum,
-            weight_decay,
+            *hyper.values(),
             schedule,
             decay,
             max_steps,
             stop_below=target,
+        )
+        if check_linearity and math.isfinite(estimate.steps) and estimate.steps > 0:
+            check = self.check_linearity(
+                int(estimate.steps), **hyper, schedule=schedule, decay=decay
+            )
+            estimate = replace(estimate, linearity=check)
+        return estimate
+
+    def check_linearity(
+        self,
+        steps: int,
+        *,
+        lr: float,
+        batch_size: int,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        schedule: Schedule = "constant",
+        decay: str = "standard",
+        tolerance: float = DEFAULT_TOLERANCE,
+    ) -> LinearityCheck:
+        """The network against its linearization at the weights a predicted run reaches after
+        ``steps`` steps (the end of a ``steps``-step budget for a decaying schedule).
+
+        The run is the median (by loss) of the seeded minibatch simulations; its weights are
+        rebuilt with one vector-Jacobian product through the network (the Jacobian is never
+        formed), and the network and its linearization are evaluated there on the SDE's
+        samples. Needs the model: an SDE built by :meth:`from_gram` has none.
+        """
+        self._check(lr, batch_size, momentum, weight_decay, steps, decay)
+        check_real("tolerance", tolerance, low=1.0)
+        if self._network is None:
+            raise InvalidInputError(
+                "check_linearity needs the network: this SDE was built from a Gram matrix"
+            )
+        eta = lr * schedule_factors(schedule, steps)
+        d0 = self.d0 if decay == "standard" else np.zeros_like(self.d0)
+        Y = self.Y if self.loss == "ce" else np.asarray(self.Y, dtype=np.float64)
+        _, end = simulate_sgd(
+            eta, np.array([steps]), self._function_gram(), self.f0, Y, d0, loss=self.loss,
+            batch_size=min(int(batch_size), self.n), momentum=float(momentum),
+            wd=float(weight_decay), runs=self.simulated_runs, return_path=True,
+        )  # fmt: skip
+        losses = run_losses(end.outputs, Y, self.loss)
+        run = int(np.argsort(losses)[len(losses) // 2])
+        return self._network.check(
+            steps,
+            end.coefficients[run].reshape(self.n, self.C),
+            float(end.w0_coefficient[run]),
+            Y,
+            self.loss,
+            tolerance,
         )
 
     def surely_unreachable(

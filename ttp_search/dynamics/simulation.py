@@ -12,9 +12,16 @@ batches (a fresh permutation per epoch, the last short batch dropped) give the e
 loss and its spread directly. This holds where a small-noise (Gaussian) model breaks: when
 the per-sample gradients are so large that one minibatch step throws the outputs far
 (pretrained ResNets with BatchNorm frozen), the loss rises several-fold before it falls.
+
+Every step's weight change lies in the span of ``Jᵀ`` and ``w0``, so a run's weights are
+``w0 + Jᵀ a + b w0`` for a coefficient vector ``a`` (n·C) and a scalar ``b`` (standard decay
+only); :class:`PathEnd` carries them, and one vector-Jacobian product rebuilds the weights
+(:mod:`ttp_search.dynamics.linearity`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import log_softmax
@@ -27,11 +34,23 @@ def _residual(outputs: np.ndarray, targets: np.ndarray, loss: str) -> np.ndarray
     return 2.0 * (outputs - targets) / outputs.shape[-1]
 
 
-def _losses(outputs: np.ndarray, targets: np.ndarray, loss: str) -> np.ndarray:
+def run_losses(outputs: np.ndarray, targets: np.ndarray, loss: str) -> np.ndarray:
     """The mean training loss of each run (``outputs``: (runs, n, C))."""
     if loss == "ce":
         return -np.mean(np.sum(targets * log_softmax(outputs, axis=-1), axis=-1), axis=-1)
     return np.mean((outputs - targets) ** 2, axis=(-2, -1))
+
+
+@dataclass(frozen=True)
+class PathEnd:
+    """Where each simulated run stands after its last step: the linearized outputs
+    ``outputs`` (runs, n, C) and the weights' coefficients, ``w − w0 = Jᵀ a + b w0`` with
+    ``a = coefficients`` (runs, n·C) and ``b = w0_coefficient`` (runs,)."""
+
+    step: int
+    outputs: np.ndarray
+    coefficients: np.ndarray
+    w0_coefficient: np.ndarray
 
 
 def simulate_sgd(
@@ -49,14 +68,16 @@ def simulate_sgd(
     runs: int = 8,
     seed: int = 0,
     stop_below: float | None = None,
-) -> np.ndarray:
+    return_path: bool = False,
+) -> np.ndarray | tuple[np.ndarray, PathEnd]:
     """``runs`` seeded SGD runs of the schedule ``eta``, read at the sorted steps ``read``.
 
     ``theta``: (n·C, n·C) Gram (any float dtype; float32 halves the memory traffic),
     ``f0``/``Y``/``d0``: (n, C) outputs, targets (one-hot for CE) and weight-decay
     direction. Returns (len(read), 4): the runs' mean loss, their 10th and 90th percentiles
     and the mean accuracy (NaN for MSE). ``stop_below``: return at the first read whose 90th
-    percentile is at or below it (the rows after are NaN).
+    percentile is at or below it (the rows after are NaN). ``return_path``: also return the
+    :class:`PathEnd` of the step the simulation stopped at.
     """
     n, C = f0.shape
     rng = np.random.default_rng(seed)
@@ -67,18 +88,28 @@ def simulate_sgd(
     columns = np.arange(C)
     out = np.full((read.size, 4), np.nan)
     order = np.empty((runs, 0), dtype=np.int64)
+    # The weights' coefficients and their velocity (tracked only when asked for).
+    A, VA = (np.zeros((runs, n * C)), np.zeros((runs, n * C))) if return_path else (None, None)
+    b, vb = np.zeros(runs), np.zeros(runs)
+    toward_zero = bool(wd) and bool(np.any(d0))  # decay toward w0 passes d0 = 0
+
+    def done(t: int):
+        if not return_path:
+            return out
+        return out, PathEnd(t, F.copy(), A.copy(), b.copy())
+
     j = 0
     for t in range(eta.size + 1):
         if t == read[j]:
-            values = _losses(F, Y, loss)
+            values = run_losses(F, Y, loss)
             acc = np.mean(F.argmax(axis=-1) == labels) if loss == "ce" else np.nan
             low, high = np.percentile(values, [10, 90])
             out[j] = (values.mean(), low, high, acc)
             j += 1
             if j == read.size or (stop_below is not None and high <= stop_below):
-                return out
+                return done(t)
         if t == eta.size:
-            return out
+            return done(t)
         if order.shape[1] < batch_size:
             order = np.argsort(rng.random((runs, n)), axis=1)[:, : epoch * batch_size]
         batch, order = order[:, :batch_size], order[:, batch_size:]
@@ -90,4 +121,16 @@ def simulate_sgd(
             kick = kick + wd * (d0.ravel() + (F - f0).reshape(runs, -1))
         V = momentum * V + kick
         F -= eta[t] * V.reshape(runs, n, C)
-    return out
+        if return_path:
+            # The same step on the coefficients: the batch's gradient enters at its rows,
+            # decay toward 0 adds ω (w0 + Jᵀ a + b w0).
+            step = np.zeros((runs, n * C))
+            np.put_along_axis(step, rows, grad.reshape(runs, -1).astype(np.float64), axis=1)
+            if wd:
+                step += wd * A
+            VA = momentum * VA + step
+            A -= eta[t] * VA
+            if toward_zero:
+                vb = momentum * vb + wd * (1.0 + b)
+                b = b - eta[t] * vb
+    return done(eta.size)
