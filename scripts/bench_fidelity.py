@@ -127,6 +127,11 @@ def main() -> None:
         estimates = [sde.steps_to_loss(v, max_steps=args.steps, **hyper) for v in levels]
         sde_s = (time.perf_counter() - t0) / len(levels)
         t0 = time.perf_counter()
+        shared = sde.steps_to_losses(levels, max_steps=args.steps, **hyper)
+        shared_s = time.perf_counter() - t0
+        if shared != estimates:
+            print(f"steps_to_losses differs from steps_to_loss at {hyper}: {shared}")
+        t0 = time.perf_counter()
         checks = [
             sde.check_linearity(int(e.steps), **hyper) if math.isfinite(e.steps) else None
             for e in estimates
@@ -149,9 +154,13 @@ def main() -> None:
                 "network / linear loss": " / ".join(
                     "–" if c is None else f"{c.loss_ratio:.2f}" for c in checks
                 ),
+                "‖Δw‖ / ‖w0‖": " / ".join(
+                    "–" if c is None else f"{c.weight_change:.2f}" for c in checks
+                ),
                 "s per check": round(check_s, 2),
                 "edge ratio": round(sde.edge_ratio(lr, momentum, wd), 2),
                 "s per steps_to_loss": round(sde_s, 2),
+                "s per steps_to_losses (3 levels)": round(shared_s, 2),
                 "exact s": round(exact_s, 1),
                 "real s": round(real_s, 1),
                 "real s per step": round(real.attrs["step_s"], 4),

@@ -174,6 +174,8 @@ def test_steps_predict_json_and_errors(tmp_path):
     assert out["weight_decay_mode"] == "standard"
     assert set(out["curve"]) == {"step", "loss", "loss_low", "loss_high", "accuracy"}
     assert out["steps_to"]["loss"]["low"] <= out["steps_to"]["loss"]["steps"]
+    checked = out["steps_to"]["loss"]
+    assert checked["network_over_linear_loss"] > 0 and isinstance(checked["trusted"], bool)
     table = runner.invoke(app, [*common, "--lr", "0.1", "--target-accuracy", "0.5"])
     assert table.exit_code == 0 and "steps to accuracy 0.5" in table.stdout
     for args, message in (

@@ -345,7 +345,11 @@ def steps_predict(
     curve = sde.predict_curve(**hp, steps=steps, schedule=schedule, points=11)
     estimates = {}
     if target_loss is not None:
-        estimates["loss"] = sde.steps_to_loss(target_loss, **hp, schedule=schedule)
+        # The network itself at the weights the prediction reaches: says when it leaves the
+        # linear regime (one backward and two forward passes over the samples).
+        estimates["loss"] = sde.steps_to_loss(
+            target_loss, **hp, schedule=schedule, check_linearity=True
+        )
     if target_accuracy is not None:
         estimates["accuracy"] = sde.steps_to_accuracy(target_accuracy, **hp, schedule=schedule)
     if as_json:
@@ -364,6 +368,14 @@ def steps_predict(
                     "steps": e.steps,
                     "low": e.low,
                     "high": e.high,
+                    "stable": e.stable,
+                    "trusted": e.trusted,
+                    # null when not checked, or when the network's loss is not finite there
+                    "network_over_linear_loss": (
+                        e.linearity.loss_ratio
+                        if e.linearity is not None and math.isfinite(e.linearity.loss_ratio)
+                        else None
+                    ),
                 }
                 for k, e in estimates.items()
             },
@@ -381,6 +393,17 @@ def steps_predict(
         console.print(
             f"steps to {kind} {e.target:g}: [bold]{e.steps:g}[/] (80% interval {e.low:g}–{e.high:g})"
         )
+        if not e.stable:
+            console.print(
+                "[yellow]the learning rate is past the edge of stability: these are the linear "
+                "model's steps, not the network's[/]"
+            )
+        if e.linearity is not None and not e.linearity.holds:
+            console.print(
+                f"[yellow]at the weights the prediction reaches, the network's loss is "
+                f"{e.linearity.loss_ratio:.3g}x its linearization's: fine-tuning leaves the "
+                "linear regime, so these steps are the linear model's, not the network's[/]"
+            )
 
 
 @app.command("report")

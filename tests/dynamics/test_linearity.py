@@ -114,3 +114,18 @@ def test_a_diverged_network_fails_the_check():
     broken = LinearityCheck(step=5, linear_loss=1.0, network_loss=math.nan, weight_change=3.0)
     assert not broken.holds
     assert LinearityCheck(5, 0.0, 0.0, 0.0).holds
+
+
+def test_several_targets_from_one_run_match_one_search_each(task):
+    sde = _sde(task)
+    with torch.no_grad():
+        loss0 = float(nn.functional.cross_entropy(task[0](task[1]), task[2]))
+    levels = [0.9 * loss0, 0.7 * loss0, 0.01 * loss0]  # the last is never reached
+    hyper = dict(lr=0.2, batch_size=16, momentum=0.5, max_steps=1500)
+    many = sde.steps_to_losses(levels, **hyper, check_linearity=True)
+    one = [sde.steps_to_loss(v, **hyper, check_linearity=True) for v in levels]
+    assert many == one
+    assert math.isinf(many[-1].steps) and many[-1].linearity is None
+    assert sde.steps_to_losses([], **hyper) == []
+    with pytest.raises(InvalidInputError, match="target"):
+        sde.steps_to_losses([0.5, -1.0], **hyper)

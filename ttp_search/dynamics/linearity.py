@@ -21,8 +21,10 @@ from torch.func import functional_call, jvp, vjp
 from torch.nn import functional as F
 
 #: Network loss over linear loss above which a check says the linearization fails. Chosen
-#: on ResNet-20 (BENCHMARKS.md, bench-fidelity), held out on ResNet-32 and -44.
-DEFAULT_TOLERANCE = 1.5
+#: on ResNet-20's configurations (bench-fidelity, the split it tunes on), then scored on
+#: ResNet-32 and -44: the ratio grows with the distance the run travels, and below this the
+#: SDE's steps were mostly within 20% of the real network's.
+DEFAULT_TOLERANCE = 2.5
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -437,12 +438,64 @@ class LinearizedSDE:
             max_steps,
             stop_below=target,
         )
-        if check_linearity and math.isfinite(estimate.steps) and estimate.steps > 0:
-            check = self.check_linearity(
-                int(estimate.steps), **hyper, schedule=schedule, decay=decay
+        return self._checked(estimate, hyper, schedule, decay) if check_linearity else estimate
+
+    def steps_to_losses(
+        self,
+        targets: Sequence[float],
+        *,
+        lr: float,
+        batch_size: int,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        schedule: Schedule = "constant",
+        decay: str = "standard",
+        max_steps: int = 100_000,
+        check_linearity: bool = False,
+    ) -> list[StepsEstimate]:
+        """:meth:`steps_to_loss` for each of several targets, the same estimates.
+
+        At a constant rate with simulated minibatches (cross-entropy, batch smaller than the
+        samples) one run, read at every step until its band is below the lowest target,
+        answers every target: a prediction for three levels costs about one. Otherwise each
+        target gets its own search.
+        """
+        targets = list(targets)
+        for target in targets:
+            _check_target_loss(target)
+        hyper = dict(lr=lr, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay)
+        shared = schedule == "constant" and self.loss == "ce" and batch_size < self.n
+        if not shared or len(targets) < 2:
+            return [
+                self.steps_to_loss(
+                    t,
+                    **hyper,
+                    schedule=schedule,
+                    decay=decay,
+                    max_steps=max_steps,
+                    check_linearity=check_linearity,
+                )
+                for t in targets
+            ]
+        self._check(lr, batch_size, momentum, weight_decay, max_steps, decay)
+        df = self._every_step(*hyper.values(), decay, max_steps, min(targets))
+        out = []
+        for t in targets:
+            found = _first_hits(df, lambda df, col, t=t: df[col] <= t)
+            estimate = self._estimate(
+                found, t, lr, momentum, weight_decay, schedule, decay, max_steps
             )
-            estimate = replace(estimate, linearity=check)
-        return estimate
+            out.append(
+                self._checked(estimate, hyper, schedule, decay) if check_linearity else estimate
+            )
+        return out
+
+    def _checked(self, estimate: StepsEstimate, hyper: dict, schedule, decay) -> StepsEstimate:
+        """``estimate`` with the linearity check at its crossing (none when never reached)."""
+        if not (math.isfinite(estimate.steps) and estimate.steps > 0):
+            return estimate
+        check = self.check_linearity(int(estimate.steps), **hyper, schedule=schedule, decay=decay)
+        return replace(estimate, linearity=check)
 
     def check_linearity(
         self,
@@ -568,11 +621,9 @@ class LinearizedSDE:
             # Simulated minibatches: reading the loss costs far less than a step, so one run
             # read at every step gives each crossing exactly (the two-pass search below
             # would simulate the steps to the crossing twice).
-            eta = np.full(max_steps, float(lr))
-            df = self._curve(eta, bs, mom, wd, decay, np.arange(max_steps + 1), stop_below)
-            for col in ("loss", "loss_low", "loss_high"):
-                hit = df.step[reached(df, col)]
-                found[col] = float(hit.iloc[0]) if len(hit) else math.inf
+            found = _first_hits(
+                self._every_step(lr, bs, mom, wd, decay, max_steps, stop_below), reached
+            )
         elif schedule == "constant":
             grid = np.unique(np.linspace(0, max_steps, min(400, max_steps + 1)).round().astype(int))
             eta = np.full(max_steps, float(lr))
@@ -610,6 +661,14 @@ class LinearizedSDE:
                 found[col] = self._shortest_budget(
                     lambda T, col=col: bool(reached(end(T), col).iloc[0]), max_steps, resolution
                 )
+        return self._estimate(found, target, lr, mom, wd, schedule, decay, max_steps)
+
+    def _every_step(self, lr, bs, mom, wd, decay, max_steps, stop_below) -> pd.DataFrame:
+        """The constant-rate curve read at every step, until the band is below ``stop_below``."""
+        eta = np.full(max_steps, float(lr))
+        return self._curve(eta, bs, mom, wd, decay, np.arange(max_steps + 1), stop_below)
+
+    def _estimate(self, found, target, lr, mom, wd, schedule, decay, max_steps) -> StepsEstimate:
         # The band's low edge reaches a loss target first; for accuracy only the mean exists.
         low, high = sorted((found["loss_low"], found["loss_high"]))
         peak = lr * float(schedule_factors(schedule, min(max_steps, 100_000)).max())
@@ -687,6 +746,15 @@ class LinearizedSDE:
             else:
                 lo = mid
         return float(hi)
+
+
+def _first_hits(df: pd.DataFrame, reached) -> dict[str, float]:
+    """First step at which the mean and each band edge reach the target (inf: never)."""
+    found = {}
+    for col in ("loss", "loss_low", "loss_high"):
+        hit = df.step[reached(df, col)]
+        found[col] = float(hit.iloc[0]) if len(hit) else math.inf
+    return found
 
 
 def _check_target_loss(target) -> None:
