@@ -21,6 +21,7 @@ import math
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -92,6 +93,7 @@ def main() -> None:
     ap.add_argument("--shared", default="../shared")
     ap.add_argument("--no-exact", action="store_true", help="skip exact linearized SGD")
     ap.add_argument("--more", action="store_true", help="add the MORE_CONFIGS")
+    ap.add_argument("--csv-dir", default="docs", help="where the per-level CSV goes")
     args = ap.parse_args()
     configs = CONFIGS + (MORE_CONFIGS if args.more else [])
     torch.manual_seed(0)
@@ -112,7 +114,7 @@ def main() -> None:
         f"ResNet-{args.depth}, {args.samples} images, initial loss {loss0:.3f}; SDE setup "
         f"{setup_s:.1f} s (rank {sde.rank})"
     )
-    rows, scored, step_times, checked = [], [], [], []
+    rows, scored, step_times, checked, records = [], [], [], [], []
     for lr, batch, momentum, wd in tqdm(configs, desc="configurations"):
         hyper = dict(lr=lr, batch_size=batch, momentum=momentum, weight_decay=wd)
         t0 = time.perf_counter()
@@ -139,8 +141,9 @@ def main() -> None:
         check_s = (time.perf_counter() - t0) / max(1, sum(c is not None for c in checks))
         if not args.no_exact:
             scored.append(([first_below(exact, v) for v in levels], estimates))
-        for v, e, c in zip(levels, estimates, checks, strict=True):
+        for fraction, v, e, c in zip(FRACTIONS, levels, estimates, checks, strict=True):
             checked.append((first_below(real, v), e, c))
+            records.append(level_record(args.depth, hyper, fraction, first_below(real, v), e, c))
         rows.append(
             {
                 "lr, batch, momentum, wd": f"{lr}, {batch}, {momentum}, {wd}",
@@ -178,6 +181,9 @@ def main() -> None:
         table = table.drop(columns=["exact linearized SGD", "exact s"])
     print(table.to_markdown(index=False))
     print(linearity_summary(checked, args.steps))
+    csv = Path(args.csv_dir) / f"bench_fidelity_resnet{args.depth}.csv"
+    pd.DataFrame(records).to_csv(csv, index=False)
+    print(f"per-level rows: {csv} (plot: python scripts/plot_fidelity.py)")
     if args.no_exact:
         print(cost_line(sde, setup_s, step_times))
         return
@@ -199,6 +205,23 @@ def main() -> None:
         "steps)"
     )
     print(cost_line(sde, setup_s, step_times))
+
+
+def level_record(depth, hyper, fraction, real_steps, estimate, check) -> dict:
+    """One (configuration, level) row of the per-level CSV the plot reads."""
+    return {
+        "backbone": f"resnet{depth}",
+        **hyper,
+        "level": fraction,
+        "real_steps": real_steps,
+        "sde_steps": estimate.steps,
+        "sde_low": estimate.low,
+        "sde_high": estimate.high,
+        "stable": estimate.stable,
+        "loss_ratio": math.nan if check is None else check.loss_ratio,
+        "weight_change": math.nan if check is None else check.weight_change,
+        "check_holds": None if check is None else check.holds,
+    }
 
 
 def linearity_summary(checked: list, steps: int) -> str:
