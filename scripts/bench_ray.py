@@ -1,10 +1,11 @@
 """Benchmark TTPScheduler against Ray Tune's schedulers by replaying recorded curves (make bench-ray).
 
-The replay set, orders and metrics of `bench_pruners.py`, fed through the TrialScheduler API:
-each run is a trial added with ``on_trial_add``, each recorded epoch a result dict
-(``val_acc``, ``training_iteration`` = epoch, ``ttp_step``, ``ttp_budget_steps``,
-``ttp_schedule``, ``time_total_s``) passed to ``on_trial_result`` as Tune would; STOP ends the
-trial there, and a finished run goes to ``on_trial_complete``. Trials run one after another,
+The curve sets, draws, orders and metrics of `bench_pruners.py` (MNIST-1D NAS and HPO halves,
+DeBERTa and DeBERTaV3 on MultiNLI from ``../shared/curves`` when present), fed through the
+TrialScheduler API: each run is a trial added with ``on_trial_add``, each recorded report a
+result dict (``val_acc``, ``training_iteration`` = report, ``ttp_step``, ``ttp_budget_steps``,
+``ttp_schedule``, ``time_total_s`` = compute so far) passed to ``on_trial_result`` as Tune
+would; STOP ends the trial there, and a finished run goes to ``on_trial_complete``. Trials run one after another,
 so HyperBandScheduler's PAUSE (wait for the rest of the bracket) cannot be resumed here: it is
 counted as a stop, which is what it becomes when the bracket never fills.
 
@@ -33,8 +34,17 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cost_model import write_section
 from bench_pruners import TOLERANCE, metrics
+from curve_sets import (
+    DIAGNOSED_SETS,
+    HELD_OUT_SETS,
+    SHARED,
+    TUNING_SETS,
+    RecordedTrial,
+    available,
+    load_set,
+    missing,
+)
 
-from ttp_search.data import CurveRun, load_curves
 from ttp_search.ray import TTPScheduler
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,9 +72,9 @@ def schedulers(max_epochs: int) -> dict[str, TrialScheduler]:
 class _ReplayTrial:
     """What schedulers read of a Tune Trial (hashable by identity, as Trial is)."""
 
-    def __init__(self, trial_id: str, budget_steps: int):
+    def __init__(self, trial_id: str, config: dict):
         self.trial_id = trial_id
-        self.config = {"ttp_budget_steps": budget_steps}
+        self.config = config
         self.status = Trial.RUNNING
         self.evaluated_params: dict = {}
         self.last_result: dict = {}
@@ -89,28 +99,28 @@ class _Controller:
         trial.status = Trial.PAUSED
 
 
-def replay(runs: list[CurveRun], order: np.ndarray, scheduler: TrialScheduler) -> pd.DataFrame:
+def replay(trials: list[RecordedTrial], scheduler: TrialScheduler) -> pd.DataFrame:
+    """Feed the trials through one scheduler in their order; one row per trial (the rows
+    bench_pruners.metrics reads)."""
     controller, rows = _Controller(), []
-    for n, i in enumerate(order):
-        run = runs[i]
-        trial = _ReplayTrial(f"t{n}", int(run.budget_steps))
+    for n, run in enumerate(trials):
+        config = {"ttp_budget_steps": int(run.budget), "ttp_schedule": run.schedule}
+        trial = _ReplayTrial(f"t{n}", config)
         controller.trials.append(trial)
         scheduler.on_trial_add(controller, trial)
-        steps = run.epoch_steps()
-        seconds = np.cumsum(np.diff(np.r_[0, steps]) * run.step_time_s)
+        compute = run.compute_at()
         stopped_at = None
-        for e, (step, acc) in enumerate(zip(steps, run.val_acc, strict=True)):
+        for e, (step, acc) in enumerate(zip(run.steps, run.values, strict=True)):
             result = {
                 "val_acc": float(acc),
                 "training_iteration": e + 1,
                 "ttp_step": int(step),
-                "ttp_budget_steps": int(run.budget_steps),
-                "ttp_schedule": run.config.get("schedule", "constant"),
-                "time_total_s": float(seconds[e]),
+                **config,
+                "time_total_s": float(compute[e]),
                 "trial_id": trial.trial_id,
             }
             trial.last_result = result
-            if e == len(steps) - 1:
+            if e == run.steps.size - 1:
                 break
             action = scheduler.on_trial_result(controller, trial, result)
             if action in (TrialScheduler.STOP, TrialScheduler.PAUSE):
@@ -118,38 +128,50 @@ def replay(runs: list[CurveRun], order: np.ndarray, scheduler: TrialScheduler) -
                 break
         if stopped_at is None:
             scheduler.on_trial_complete(controller, trial, trial.last_result)
-            used, done = float(seconds[-1]), True
-        else:
-            used, done = float(seconds[stopped_at]), False
         trial.status = Trial.TERMINATED
+        used = float(compute[-1 if stopped_at is None else stopped_at])
         rows.append(
-            {"run": run.run_id, "final": run.final_val_acc, "completed": done, "seconds": used}
+            {"run": run.name, "final": run.final, "completed": stopped_at is None, "seconds": used}
         )
     return pd.DataFrame(rows)
 
 
-def replay_table(space: str, orders: int, seed: int) -> pd.DataFrame:
-    runs = load_curves(space=space)
-    max_epochs = max(r.epochs for r in runs)
-    rng = np.random.default_rng(seed)  # the same orders as bench_pruners.py
-    perms = [rng.permutation(len(runs)) for _ in range(orders)]
+def replay_table(name: str, orders: int, seed: int, size: int | None, shared: Path):
+    """Every scheduler on one curve set, the draws and orders of bench_pruners.py."""
+    everything = load_set(name, shared)
+    rng = np.random.default_rng(seed)
+    draws = [rng.permutation(len(everything))[: size or len(everything)] for _ in range(orders)]
+    max_epochs = max(t.steps.size for t in everything)
     names = list(schedulers(max_epochs))
     rows = []
-    for o, name in tqdm([(o, n) for o in range(orders) for n in names], desc=f"replay {space}"):
-        log = replay(runs, perms[o], schedulers(max_epochs)[name])
-        rows.append({"order": o, "scheduler": name, **metrics(log, runs)})
+    for o, sched in tqdm([(o, n) for o in range(orders) for n in names], desc=f"replay {name}"):
+        trials = [everything[i] for i in draws[o]]
+        log = replay(trials, schedulers(max_epochs)[sched])
+        rows.append({"order": o, "scheduler": sched, **metrics(log, trials)})
     per_order = pd.DataFrame(rows)
-    summary = per_order.groupby("scheduler", sort=False).agg(
-        median_s_to_near_best=("to_near_best_s", "median"),
-        never_near_best=("to_near_best_s", lambda s: int(np.isinf(s).sum())),
+    return per_order.groupby("scheduler", sort=False).agg(
+        median_compute_to_near_best=("to_near_best", "median"),
+        never_near_best=("to_near_best", lambda s: int(np.isinf(s).sum())),
         best_at_25pct=("best_at_25pct", "mean"),
         best_at_50pct=("best_at_50pct", "mean"),
         final_best=("final_best", "mean"),
         orders_with_top5_stopped=("top5_pruned", lambda s: int((s > 0).sum())),
-        compute_share=("total_s", "mean"),
+        compute_share=("compute_share", "mean"),
     )
-    summary["compute_share"] /= per_order.full_s.iloc[0]
-    return summary
+
+
+def _verdict(summary: pd.DataFrame, orders: int) -> str:
+    ttp = summary.loc["TTPScheduler"]
+    others = summary.drop(index=["TTPScheduler", "FIFOScheduler"])
+    best_name = others.median_compute_to_near_best.idxmin()
+    best = others.loc[best_name].median_compute_to_near_best
+    return (
+        f"TTPScheduler reaches within {TOLERANCE:.1%} of the best after "
+        f"{ttp.median_compute_to_near_best:.3f} of the no-stopping compute (median) vs "
+        f"{best:.3f} for {best_name} ({ttp.median_compute_to_near_best / best:.2f}x); no "
+        f"near-best configuration completed in {int(ttp.never_near_best)} of {orders} orders; "
+        f"a top-5 configuration stopped in {int(ttp.orders_with_top5_stopped)} of {orders}."
+    )
 
 
 def main() -> int:
@@ -158,26 +180,31 @@ def main() -> int:
     )
     parser.add_argument("--orders", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--sets", nargs="+", default=[*TUNING_SETS, *DIAGNOSED_SETS, *HELD_OUT_SETS]
+    )
+    parser.add_argument("--study-size", type=int, default=120, help="DeBERTa trials per order")
+    parser.add_argument("--shared", type=Path, default=SHARED)
     parser.add_argument("--live", action="store_true", help="also run studies/ray_nas.py once")
     parser.add_argument("--live-budget", type=float, default=120.0)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     lines = []
-    for space in ("nas", "hpo"):
-        summary = replay_table(space, args.orders, args.seed)
-        ttp = summary.loc["TTPScheduler"]
-        others = summary.drop(index=["TTPScheduler", "FIFOScheduler"])
-        best_name = others.median_s_to_near_best.idxmin()
-        speedup = others.loc[best_name].median_s_to_near_best / ttp.median_s_to_near_best
+    for name in args.sets:
+        if not available(name, args.shared):
+            print(missing(name, args.shared))
+            continue
+        size = None if not name.startswith("deberta") else args.study_size
+        summary = replay_table(name, args.orders, args.seed, size, args.shared)
+        split = "held out" if name in HELD_OUT_SETS else "tuning set"
+        split = "diagnosed on" if name in DIAGNOSED_SETS else split
+        drawn = f"{size} trials drawn per order" if size else "every trial, shuffled"
         lines += [
-            f"### Ray replay, {space.upper()} half ({args.orders} orders)",
+            f"### Ray replay, {name} ({split}; {args.orders} orders, {drawn})",
             "",
             summary.round(4).to_markdown(),
             "",
-            f"TTPScheduler: {ttp.median_s_to_near_best:.0f} s to within {TOLERANCE:.1%} of the "
-            f"best vs {others.loc[best_name].median_s_to_near_best:.0f} s for {best_name} "
-            f"({speedup:.2f}x; target ≥ 2x); top-5 stopped in "
-            f"{int(ttp.orders_with_top5_stopped)} of {args.orders} orders (target ≤ 1).",
+            _verdict(summary, args.orders),
             "",
         ]
     if args.live:
