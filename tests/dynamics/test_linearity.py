@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ttp_search.dynamics import LinearityCheck, LinearizedSDE
+from ttp_search.dynamics.linearity import DEFAULT_TOLERANCE
 from ttp_search.dynamics.simulation import simulate_sgd
 from ttp_search.errors import InvalidInputError
 
@@ -68,9 +69,12 @@ def test_small_steps_hold_and_steps_far_past_the_edge_fail(task):
     gentle = sde.check_linearity(40, lr=0.05, batch_size=16)
     assert gentle.holds and gentle.loss_ratio == pytest.approx(1.0, abs=0.02)
     assert 0 < gentle.weight_change < 0.5
-    wild = sde.check_linearity(40, lr=20.0, batch_size=16)
-    assert not wild.holds and wild.loss_ratio > gentle.tolerance
-    assert wild.weight_change > gentle.weight_change
+    # A tanh network's loss saturates, so even far past the edge its ratio stays modest:
+    # the tolerance is passed, the default is ResNet-scale (see DEFAULT_TOLERANCE).
+    wild = sde.check_linearity(40, lr=10.0, batch_size=16, momentum=0.9, tolerance=1.5)
+    assert not wild.holds and wild.loss_ratio > 2.0
+    assert wild.weight_change > 10 * gentle.weight_change
+    assert wild.tolerance == 1.5 and gentle.tolerance == DEFAULT_TOLERANCE
 
 
 def test_steps_to_loss_attaches_the_check_at_its_crossing(task):
