@@ -79,12 +79,12 @@ class FrozenNetwork:
 
     def weights(self, coefficients: np.ndarray, w0_coefficient: float) -> dict:
         """``w0 + Jᵀ a + b w0`` for ``a = coefficients`` of shape (n, C)."""
-        a = torch.as_tensor(coefficients)
         moved = {k: torch.zeros_like(v) for k, v in self.params.items()}
+        a = torch.as_tensor(coefficients).to(next(iter(self.params.values())).dtype)
         for part in self._chunks():
             x = self.inputs[part]
             _, pull = vjp(lambda p, x=x: self._call(p, x), self.params)
-            (grads,) = pull(a[part].to(self.params[next(iter(self.params))].dtype))
+            (grads,) = pull(a[part])
             for k in moved:
                 moved[k] += grads[k]
         return {k: w * (1.0 + w0_coefficient) + moved[k] for k, w in self.params.items()}

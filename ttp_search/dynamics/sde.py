@@ -525,19 +525,18 @@ class LinearizedSDE:
             )
         eta = lr * schedule_factors(schedule, steps)
         d0 = self.d0 if decay == "standard" else np.zeros_like(self.d0)
-        Y = self.Y if self.loss == "ce" else np.asarray(self.Y, dtype=np.float64)
         _, end = simulate_sgd(
-            eta, np.array([steps]), self._function_gram(), self.f0, Y, d0, loss=self.loss,
+            eta, np.array([steps]), self._function_gram(), self.f0, self.Y, d0, loss=self.loss,
             batch_size=min(int(batch_size), self.n), momentum=float(momentum),
             wd=float(weight_decay), runs=self.simulated_runs, return_path=True,
         )  # fmt: skip
-        losses = run_losses(end.outputs, Y, self.loss)
+        losses = run_losses(end.outputs, self.Y, self.loss)
         run = int(np.argsort(losses)[len(losses) // 2])
         return self._network.check(
             steps,
             end.coefficients[run].reshape(self.n, self.C),
             float(end.w0_coefficient[run]),
-            Y,
+            self.Y,
             self.loss,
             tolerance,
         )
