@@ -640,9 +640,7 @@ class LinearizedSDE:
             df = coarse
             if grid[-1] > 0:
                 df = self._curve(eta[: int(grid[-1])], bs, mom, wd, decay, grid)
-            for col in ("loss", "loss_low", "loss_high"):
-                hit = df.step[reached(df, col)]
-                found[col] = float(hit.iloc[0]) if len(hit) else math.inf
+            found = _first_hits(df, reached)
         elif self.loss == "mse":
             found = self._shortest_budgets(reached, lr, bs, mom, wd, schedule, decay, max_steps)
         else:
