@@ -215,6 +215,19 @@ def test_steps_to_accuracy():
         sde.steps_to_accuracy(1.5, lr=0.5, batch_size=len(x))
 
 
+@pytest.mark.parametrize("batch", [8, None])
+def test_steps_to_accuracy_stops_at_the_crossing_the_whole_curve_shows(batch):
+    net = _net(outputs=3)
+    x, _, y = _data(outputs=3)
+    sde = LinearizedSDE(net, x, y, loss="ce", num_samples=len(x), projection_dim=10_000)
+    batch = batch or len(x)
+    curve = sde.predict_curve(lr=0.5, batch_size=batch, steps=400, points=401)
+    target = float(curve.accuracy.iloc[-1])
+    first = float(curve.step[curve.accuracy >= target].iloc[0])
+    est = sde.steps_to_accuracy(target, lr=0.5, batch_size=batch, max_steps=400)
+    assert est.steps == first
+
+
 def test_bad_input_is_named():
     net = _net()
     x, y, labels = _data()

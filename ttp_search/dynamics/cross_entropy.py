@@ -46,6 +46,7 @@ def ce_run(
     momentum: float,
     wd: float,
     stop_below: float | None = None,
+    stop_at_accuracy: float | None = None,
 ) -> np.ndarray:
     """Run the schedule ``eta`` full-batch and read at the sorted steps ``read`` (within
     ``len(eta)``).
@@ -53,7 +54,8 @@ def ce_run(
     ``U``: (n·C, r) eigenvectors, ``lam``: (r,) eigenvalues, ``f0``/``Y``: (n, C) outputs
     and one-hot targets, ``drift``: (r,) the weight-decay direction in the eigenbasis.
     Returns (len(read), 2): the training loss and accuracy. ``stop_below``: return at the
-    first read whose loss is at or below it (the rows after are NaN).
+    first read whose loss is at or below it (the rows after are NaN); ``stop_at_accuracy``:
+    at the first read whose accuracy is at or above it.
     """
     n, C = f0.shape
     r = lam.size
@@ -68,9 +70,14 @@ def ce_run(
         logp = log_softmax(logits, axis=1)
         if t == read[j]:
             loss = float(-np.mean(np.sum(Y * logp, axis=1)))
-            out[j] = (loss, float(np.mean(logits.argmax(axis=1) == labels)))
+            acc = float(np.mean(logits.argmax(axis=1) == labels))
+            out[j] = (loss, acc)
             j += 1
-            if j == read.size or (stop_below is not None and loss <= stop_below):
+            if (
+                j == read.size
+                or (stop_below is not None and loss <= stop_below)
+                or (stop_at_accuracy is not None and acc >= stop_at_accuracy)
+            ):
                 return out
         if t == steps:
             return out

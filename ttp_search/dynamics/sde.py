@@ -277,15 +277,16 @@ class LinearizedSDE:
         return self._curve(eta, batch_size, momentum, weight_decay, decay, grid)
 
     def _curve(
-        self, eta, batch_size, momentum, weight_decay, decay, grid, stop_below=None
+        self, eta, batch_size, momentum, weight_decay, decay, grid, stop=None
     ) -> pd.DataFrame:
         """The predicted curve at the steps of ``grid`` (sorted, within ``len(eta)``).
-        ``stop_below``: cross-entropy runs stop at the first grid point whose band lies at
-        or below it (later rows are NaN): a search for the crossing needs nothing after."""
+        ``stop``: cross-entropy runs stop at the first grid point whose band lies at or below
+        ``stop["stop_below"]`` or whose accuracy reaches ``stop["stop_at_accuracy"]`` (later
+        rows are NaN): a search for the crossing needs nothing after."""
         if self.loss == "mse":
             df = self._mse(eta, batch_size, momentum, weight_decay, decay, grid)
         else:
-            df = self._ce(eta, batch_size, momentum, weight_decay, decay, grid, stop_below)
+            df = self._ce(eta, batch_size, momentum, weight_decay, decay, grid, stop)
         df.attrs["weight_decay"] = decay
         return df
 
@@ -360,7 +361,7 @@ class LinearizedSDE:
             )
         return cached[1][decay]
 
-    def _ce(self, eta, batch_size, momentum, wd, decay, grid, stop_below=None) -> pd.DataFrame:
+    def _ce(self, eta, batch_size, momentum, wd, decay, grid, stop=None) -> pd.DataFrame:
         """Full batch: the exact discrete run. Minibatches: ``simulated_runs`` seeded SGD runs
         in function space, whose mean, 10th and 90th percentiles are the curve and band."""
         r = self.rank
@@ -373,7 +374,7 @@ class LinearizedSDE:
             self.Y,
             self._drift[:r] if decay == "standard" else np.zeros(r),
         )
-        hyper = dict(momentum=float(momentum), wd=float(wd), stop_below=stop_below)
+        hyper = dict(momentum=float(momentum), wd=float(wd), **(stop or {}))
         if batch_size >= self.n:
             loss, acc = ce_run(*args, **hyper).T
             low = high = loss
@@ -436,7 +437,7 @@ class LinearizedSDE:
             schedule,
             decay,
             max_steps,
-            stop_below=target,
+            stop={"stop_below": target},
         )
         return self._checked(estimate, hyper, schedule, decay) if check_linearity else estimate
 
@@ -478,7 +479,7 @@ class LinearizedSDE:
                 for t in targets
             ]
         self._check(lr, batch_size, momentum, weight_decay, max_steps, decay)
-        df = self._every_step(*hyper.values(), decay, max_steps, min(targets))
+        df = self._every_step(*hyper.values(), decay, max_steps, {"stop_below": min(targets)})
         out = []
         for t in targets:
             found = _first_hits(df, lambda df, col, t=t: df[col] <= t)
@@ -609,24 +610,21 @@ class LinearizedSDE:
             schedule,
             decay,
             max_steps,
+            stop={"stop_at_accuracy": target},
         )
 
-    def _steps_to(
-        self, reached, target, lr, bs, mom, wd, schedule, decay, max_steps, stop_below=None
-    ):
+    def _steps_to(self, reached, target, lr, bs, mom, wd, schedule, decay, max_steps, stop=None):
         self._check(lr, bs, mom, wd, max_steps, decay)
         found = {}
         if schedule == "constant" and self.loss == "ce" and bs < self.n:
             # Simulated minibatches: reading the loss costs far less than a step, so one run
             # read at every step gives each crossing exactly (the two-pass search below
             # would simulate the steps to the crossing twice).
-            found = _first_hits(
-                self._every_step(lr, bs, mom, wd, decay, max_steps, stop_below), reached
-            )
+            found = _first_hits(self._every_step(lr, bs, mom, wd, decay, max_steps, stop), reached)
         elif schedule == "constant":
             grid = np.unique(np.linspace(0, max_steps, min(400, max_steps + 1)).round().astype(int))
             eta = np.full(max_steps, float(lr))
-            coarse = self._curve(eta, bs, mom, wd, decay, grid, stop_below)
+            coarse = self._curve(eta, bs, mom, wd, decay, grid, stop)
             # Read each crossing off at single-step resolution, evaluating the curve only
             # between the coarse grid point before it and the one at it: a constant-rate
             # curve's prefix does not depend on how long the run is.
@@ -660,10 +658,10 @@ class LinearizedSDE:
                 )
         return self._estimate(found, target, lr, mom, wd, schedule, decay, max_steps)
 
-    def _every_step(self, lr, bs, mom, wd, decay, max_steps, stop_below) -> pd.DataFrame:
-        """The constant-rate curve read at every step, until the band is below ``stop_below``."""
+    def _every_step(self, lr, bs, mom, wd, decay, max_steps, stop) -> pd.DataFrame:
+        """The constant-rate curve read at every step, until ``stop`` (see :meth:`_curve`)."""
         eta = np.full(max_steps, float(lr))
-        return self._curve(eta, bs, mom, wd, decay, np.arange(max_steps + 1), stop_below)
+        return self._curve(eta, bs, mom, wd, decay, np.arange(max_steps + 1), stop)
 
     def _estimate(self, found, target, lr, mom, wd, schedule, decay, max_steps) -> StepsEstimate:
         # The band's low edge reaches a loss target first; for accuracy only the mean exists.

@@ -68,6 +68,7 @@ def simulate_sgd(
     runs: int = 8,
     seed: int = 0,
     stop_below: float | None = None,
+    stop_at_accuracy: float | None = None,
     return_path: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, PathEnd]:
     """``runs`` seeded SGD runs of the schedule ``eta``, read at the sorted steps ``read``.
@@ -76,7 +77,8 @@ def simulate_sgd(
     ``f0``/``Y``/``d0``: (n, C) outputs, targets (one-hot for CE) and weight-decay
     direction. Returns (len(read), 4): the runs' mean loss, their 10th and 90th percentiles
     and the mean accuracy (NaN for MSE). ``stop_below``: return at the first read whose 90th
-    percentile is at or below it (the rows after are NaN). ``return_path``: also return the
+    percentile is at or below it (the rows after are NaN); ``stop_at_accuracy``: at the first
+    read whose mean accuracy is at or above it. ``return_path``: also return the
     :class:`PathEnd` of the step the simulation stopped at.
     """
     n, C = f0.shape
@@ -106,7 +108,11 @@ def simulate_sgd(
             low, high = np.percentile(values, [10, 90])
             out[j] = (values.mean(), low, high, acc)
             j += 1
-            if j == read.size or (stop_below is not None and high <= stop_below):
+            if (
+                j == read.size
+                or (stop_below is not None and high <= stop_below)
+                or (stop_at_accuracy is not None and acc >= stop_at_accuracy)
+            ):
                 return done(t)
         if t == eta.size:
             return done(t)
