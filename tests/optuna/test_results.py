@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
 import optuna
 import pytest
 import torch
@@ -177,3 +178,30 @@ def test_the_old_budget_keyword_still_works_with_a_warning():
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             assert make(study_budget_s=20).study_budget_s == 20
+
+
+def test_the_table_describes_one_snapshot_while_other_workers_add_trials(monkeypatch, caplog):
+    study = optuna.create_study(direction="maximize")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    running = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    snapshot = study.get_trials(deepcopy=False)
+    # Another worker finishes the running trial and starts one more between the two reads
+    # a report makes; the table must still have one row per trial of the first read.
+    later = study.get_trials
+
+    def get_trials(*args, **kwargs):
+        if kwargs.get("deepcopy", True) is False and get_trials.calls == 0:
+            get_trials.calls += 1
+            return snapshot
+        return later(*args, **kwargs)
+
+    get_trials.calls = 0
+    monkeypatch.setattr(study, "get_trials", get_trials)
+    study.tell(running, 0.5)
+    study.ask()
+    with caplog.at_level("INFO", logger="optuna"):
+        df = trials_dataframe(study)
+    assert list(df.number) == [0, 1, 2, 3]
+    assert list(df.state) == ["COMPLETE"] * 3 + ["RUNNING"]
+    assert np.isnan(df.value.iloc[3])
+    assert "new study created" not in caplog.text

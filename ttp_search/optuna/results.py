@@ -18,6 +18,7 @@ end times) and its best trial.
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -88,15 +89,32 @@ def trials_dataframe(study: optuna.Study) -> pd.DataFrame:
     if not trials:
         return empty_table()
     single = len(study.directions) == 1
-    base = study.trials_dataframe(
+    # Other workers add and finish trials while this runs: Optuna's columns come from an
+    # in-memory copy of the one snapshot above, so every column describes the same trials.
+    snapshot = _in_memory_copy(trials, study.directions)
+    base = snapshot.trials_dataframe(
         attrs=("number", "value" if single else "values", "datetime_start",
                "datetime_complete", "duration", "params")
     )  # fmt: skip
+    base["number"] = [t.number for t in trials]
     base.insert(1, "state", [t.state.name for t in trials])
     if not single:
         base["value"] = math.nan  # several objectives: no one value to rank by
     extra = pd.DataFrame([_row(t) for t in trials], columns=[c for c in COLUMNS if c != "value"])
     return pd.concat([base.reset_index(drop=True), extra], axis=1)
+
+
+def _in_memory_copy(trials: list[FrozenTrial], directions) -> optuna.Study:
+    """A private in-memory study holding ``trials`` (without the "new study" log line)."""
+    storage_log = logging.getLogger("optuna.storages._in_memory")
+    level = storage_log.level
+    storage_log.setLevel(logging.WARNING)
+    try:
+        snapshot = optuna.create_study(directions=directions)
+    finally:
+        storage_log.setLevel(level)
+    snapshot.add_trials(trials)
+    return snapshot
 
 
 def learning_curves(study: optuna.Study) -> list[Curve]:
