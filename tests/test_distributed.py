@@ -19,6 +19,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+from ttp_search.data import mnist1d
 from ttp_search.optuna import keys
 
 STUDY = Path(__file__).resolve().parents[1] / "studies" / "cost_aware_nas.py"
@@ -41,9 +42,15 @@ def _finish(proc: subprocess.Popen, timeout: float = 240) -> str:
 
 @pytest.mark.postgres
 @pytest.mark.slow
-def test_four_workers_share_one_postgres_study(postgres_url, tmp_path):
+def test_four_workers_share_one_postgres_study(postgres_url, tmp_path, monkeypatch):
     cache = tmp_path / "fresh_cache"  # no calibration yet: exactly one worker must make it
     env = {**os.environ, "TTP_SEARCH_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+    # The data set, though, is there already: four workers generating it at once on two
+    # cores would only slow the test.
+    monkeypatch.setenv("TTP_SEARCH_CACHE", str(cache))
+    mnist1d.cache_clear()
+    mnist1d(num_samples=5000)
+    mnist1d.cache_clear()
     per_worker = 4
     args = ["--n-trials", str(per_worker), "--max-steps", "60", "--threads", "1"]
     args += ["--calibration-budget", "5", "--heartbeat", "2"]

@@ -13,13 +13,36 @@ from ttp_search.data.curves import DEFAULT_PATH
 from ttp_search.errors import InvalidInputError
 
 
-def test_mnist1d_is_generated_offline_with_expected_shapes():
+def test_mnist1d_is_generated_offline_with_expected_shapes(tmp_path, monkeypatch):
+    monkeypatch.setenv("TTP_SEARCH_CACHE", str(tmp_path))  # nothing cached: it generates
+    mnist1d.cache_clear()
     x, y, xt, _yt = mnist1d()
     assert x.shape == (4000, 1, 40) and xt.shape == (1000, 1, 40)
     assert set(y.tolist()) == set(range(10))
     state = np.random.get_state()[1][:3].copy()  # noqa: NPY002
     mnist1d(num_samples=200, seed=1)
     assert np.array_equal(np.random.get_state()[1][:3], state)  # noqa: NPY002
+
+
+def test_mnist1d_is_reused_from_the_cache_and_a_broken_file_remade(tmp_path, monkeypatch):
+    monkeypatch.setenv("TTP_SEARCH_CACHE", str(tmp_path))
+    mnist1d.cache_clear()
+    first = mnist1d(num_samples=100, seed=3)
+    (path,) = tmp_path.glob("mnist1d_*_n100_s3.npz")
+    mnist1d.cache_clear()
+    with np.load(path) as cached:
+        np.testing.assert_array_equal(
+            cached["x_test"].astype(np.float32), first[2].squeeze(1).numpy()
+        )
+    again = mnist1d(num_samples=100, seed=3)  # read from the file
+    assert all(a.equal(b) for a, b in zip(first, again, strict=True))
+    path.write_bytes(b"not a zip file")  # torn or foreign: generated again, and rewritten
+    mnist1d.cache_clear()
+    remade = mnist1d(num_samples=100, seed=3)
+    assert all(a.equal(b) for a, b in zip(first, remade, strict=True))
+    with np.load(path) as cached:
+        assert set(cached.files) == {"x", "y", "x_test", "y_test"}
+    mnist1d.cache_clear()
 
 
 def test_digits_split():

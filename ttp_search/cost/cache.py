@@ -9,21 +9,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 
+from ttp_search._cache import atomic_write_bytes, cache_dir
+
+__all__ = [
+    "FORMAT_VERSION",
+    "atomic_write_bytes",
+    "cache_dir",
+    "calibration_path",
+    "device_fingerprint",
+    "fingerprint_key",
+]
+
 FORMAT_VERSION = 2
-
-
-def cache_dir() -> Path:
-    """``$TTP_SEARCH_CACHE`` if set, else ``~/.cache/ttp_search``."""
-    env = os.environ.get("TTP_SEARCH_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "ttp_search"
 
 
 def cpu_model_name() -> str:
@@ -61,18 +64,3 @@ def fingerprint_key(fingerprint: dict) -> str:
 
 def calibration_path(fingerprint: dict) -> Path:
     return cache_dir() / f"layer_time_{fingerprint_key(fingerprint)}.npz"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

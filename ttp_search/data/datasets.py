@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import functools
+import io
+import zipfile
+from importlib.metadata import version
 
 import numpy as np
 import torch
 
+from ttp_search._cache import atomic_write_bytes, cache_dir
 from ttp_search.errors import InvalidInputError
 
 
@@ -14,13 +18,37 @@ from ttp_search.errors import InvalidInputError
 def mnist1d(num_samples: int = 5000, seed: int = 42) -> tuple[torch.Tensor, ...]:
     """MNIST-1D (Greydanus 2020), generated procedurally: ``(x_train, y_train, x_test, y_test)``.
 
-    Inputs are ``(n, 1, 40)`` float32 sequences, labels 0–9; 80% train, 20% test.
+    Inputs are ``(n, 1, 40)`` float32 sequences, labels 0–9; 80% train, 20% test. Generating
+    takes seconds per process, so the arrays are kept in the cache folder
+    (``TTP_SEARCH_CACHE``) under the generator's version and reused; an unreadable file is
+    regenerated.
     """
-    from mnist1d.data import get_dataset_args, make_dataset
-
     # 5 samples is the least that leaves a test split of at least one.
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 5:
         raise InvalidInputError(f"num_samples must be an integer >= 5, got {num_samples!r}")
+    path = cache_dir() / f"mnist1d_{version('mnist1d')}_n{num_samples}_s{seed}.npz"
+    try:
+        with np.load(path) as cached:
+            data = {k: cached[k] for k in _MNIST1D_KEYS}
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        data = _generate_mnist1d(num_samples, seed)
+        buffer = io.BytesIO()
+        np.savez(buffer, **data)
+        try:
+            atomic_write_bytes(path, buffer.getvalue())
+        except OSError:  # a read-only cache only costs the next process the generation
+            pass
+    as_x = lambda a: torch.tensor(a, dtype=torch.float32).unsqueeze(1)  # noqa: E731
+    as_y = lambda a: torch.tensor(a, dtype=torch.long)  # noqa: E731
+    return as_x(data["x"]), as_y(data["y"]), as_x(data["x_test"]), as_y(data["y_test"])
+
+
+_MNIST1D_KEYS = ("x", "y", "x_test", "y_test")
+
+
+def _generate_mnist1d(num_samples: int, seed: int) -> dict[str, np.ndarray]:
+    from mnist1d.data import get_dataset_args, make_dataset
+
     args = get_dataset_args()
     args.num_samples = num_samples
     args.seed = seed
@@ -30,9 +58,7 @@ def mnist1d(num_samples: int = 5000, seed: int = 42) -> tuple[torch.Tensor, ...]
         data = make_dataset(args)
     finally:
         np.random.set_state(state)  # noqa: NPY002
-    as_x = lambda a: torch.tensor(a, dtype=torch.float32).unsqueeze(1)  # noqa: E731
-    as_y = lambda a: torch.tensor(a, dtype=torch.long)  # noqa: E731
-    return as_x(data["x"]), as_y(data["y"]), as_x(data["x_test"]), as_y(data["y_test"])
+    return {k: np.asarray(data[k]) for k in _MNIST1D_KEYS}
 
 
 @functools.lru_cache(maxsize=2)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ttp_search.cost.cache import atomic_write_bytes, cache_dir
+from ttp_search._cache import atomic_write_bytes, cache_dir
 from ttp_search.data.datasets import digits
 
 

@@ -30,7 +30,7 @@ import torch
 from filelock import FileLock
 from torch import nn
 
-from ttp_search.cost.cache import atomic_write_bytes, cache_dir
+from ttp_search._cache import atomic_write_bytes, cache_dir
 from ttp_search.dynamics.jacobian import sketched_jacobian, weight_direction
 from ttp_search.dynamics.sde import LinearizedSDE, Loss, sample_outputs
 from ttp_search.errors import InvalidInputError
