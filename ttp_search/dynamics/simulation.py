@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 from scipy.special import log_softmax
 
 
@@ -90,6 +91,7 @@ def simulate_sgd(
     columns = np.arange(C)
     out = np.full((read.size, 4), np.nan)
     order = np.empty((runs, 0), dtype=np.int64)
+    row_starts = np.arange(0, runs * batch_size * C + 1, batch_size * C)
     # The weights' coefficients and their velocity (tracked only when asked for).
     A, VA = (np.zeros((runs, n * C)), np.zeros((runs, n * C))) if return_path else (None, None)
     b, vb = np.zeros(runs), np.zeros(runs)
@@ -121,8 +123,11 @@ def simulate_sgd(
         batch, order = order[:, :batch_size], order[:, batch_size:]
         rows = (batch[..., None] * C + columns).reshape(runs, -1)  # (runs, B·C)
         grad = _residual(np.take_along_axis(F, batch[..., None], axis=1), Y[batch], loss)
-        grad = grad.reshape(runs, 1, -1).astype(theta.dtype) / batch_size
-        kick = np.matmul(grad, theta[rows]).reshape(runs, n * C)  # Θ is symmetric: rows
+        grad = grad.reshape(runs, -1).astype(theta.dtype) / batch_size
+        # Θ is symmetric, so the kick is the batch's rows of Θ weighted by the gradient: a
+        # sparse (runs, n·C) matrix times Θ reads only those rows, without copying them out.
+        kick = sparse.csr_matrix((grad.ravel(), rows.ravel(), row_starts), shape=(runs, n * C))
+        kick = np.asarray(kick @ theta)
         if wd:
             kick = kick + wd * (d0.ravel() + (F - f0).reshape(runs, -1))
         V = momentum * V + kick
