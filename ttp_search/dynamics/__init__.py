@@ -1,7 +1,7 @@
 """Dynamics engine: steps to a target loss without training (linearized SDE)."""
 
 from ttp_search.dynamics.blocks import BlockGrams
-from ttp_search.dynamics.jacobian import sketched_jacobian, weight_direction
+from ttp_search.dynamics.jacobian import sketched_gram, sketched_jacobian, weight_direction
 from ttp_search.dynamics.linearity import LinearityCheck
 from ttp_search.dynamics.sde import LinearizedSDE, StepsEstimate, schedule_factors
 from ttp_search.dynamics.target import StepsToTarget
@@ -13,6 +13,7 @@ __all__ = [
     "StepsEstimate",
     "StepsToTarget",
     "schedule_factors",
+    "sketched_gram",
     "sketched_jacobian",
     "weight_direction",
 ]

@@ -31,7 +31,7 @@ from filelock import FileLock
 from torch import nn
 
 from ttp_search._cache import atomic_write_bytes, cache_dir
-from ttp_search.dynamics.jacobian import sketched_jacobian, weight_direction
+from ttp_search.dynamics.jacobian import sketched_gram, weight_direction
 from ttp_search.dynamics.sde import LinearizedSDE, Loss, sample_outputs
 from ttp_search.errors import InvalidInputError
 
@@ -72,9 +72,8 @@ class BlockGrams:
             for block, params in members.items():
                 for n, p in model.named_parameters():
                     p.requires_grad_(n in params)
-                J = sketched_jacobian(model, x, projection_dim=projection_dim, seed=seed)
-                Jf = J.reshape(J.shape[0] * J.shape[1], -1).to(torch.float64)
-                self.grams[block] = (Jf @ Jf.T).numpy()
+                gram = sketched_gram(model, x, projection_dim=projection_dim, seed=seed)
+                self.grams[block] = gram.numpy()
                 self.d0[block] = weight_direction(model, x).reshape(self.f0.shape).numpy()
         finally:
             for n, p in model.named_parameters():

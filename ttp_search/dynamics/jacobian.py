@@ -6,12 +6,36 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev, jvp, vmap
 
+from ttp_search.dynamics import layer_jacobian
+from ttp_search.dynamics.sketch import CountSketch
 
-def _count_sketch(numel: int, dim: int, generator: torch.Generator):
-    """Bucket and sign of every coordinate: a CountSketch keeps inner products unbiased."""
-    bucket = torch.randint(0, dim, (numel,), generator=generator)
-    sign = torch.randint(0, 2, (numel,), generator=generator).to(torch.float64) * 2 - 1
-    return bucket, sign
+
+def _count_sketches(model: nn.Module, projection_dim: int, seed: int) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        k: CountSketch.draw(v.numel(), projection_dim, gen)
+        for k, v in model.named_parameters()
+        if v.requires_grad and v.numel() > projection_dim
+    }
+
+
+def _vmap_jacobian(model: nn.Module, inputs: torch.Tensor, sketches: dict) -> torch.Tensor:
+    """The general path: ``vmap(jacrev)`` over a chunk of samples, each parameter tensor
+    larger than ``projection_dim`` CountSketched to ``projection_dim`` coordinates."""
+    params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
+    buffers = {k: v.detach() for k, v in model.named_buffers()}
+
+    def f(p, x):
+        return functional_call(model, (p, buffers), (x.unsqueeze(0),)).reshape(-1)
+
+    jac = vmap(jacrev(f), in_dims=(None, 0))(params, inputs)
+    cols = []
+    for name, j in jac.items():
+        j = j.reshape(j.shape[0], j.shape[1], -1)
+        if name in sketches:
+            j = sketches[name](j.reshape(-1, j.shape[2])).reshape(j.shape[0], j.shape[1], -1)
+        cols.append(j)
+    return torch.cat(cols, dim=2)
 
 
 def sketched_jacobian(
@@ -20,42 +44,59 @@ def sketched_jacobian(
     *,
     projection_dim: int = 2000,
     seed: int = 0,
-    chunk_size: int = 64,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
-    """``J`` of shape (n, outputs, features): ∂f(x_i)/∂w at the current weights.
+    """``J`` of shape (n, outputs, features): ∂f(x_i)/∂w at the current weights, in the
+    model's dtype.
 
-    Each parameter tensor larger than ``projection_dim`` is compressed to ``projection_dim``
-    coordinates by a CountSketch (a random bucket and sign per coordinate), so memory stays
-    bounded for models with millions of parameters while ``J Jᵀ`` stays unbiased; smaller
-    tensors are kept exactly. Computed with ``torch.func`` (``vmap`` over ``jacrev``) in
-    chunks of samples, in float64.
+    Each parameter tensor with more than ``projection_dim`` entries is compressed to about
+    ``projection_dim`` coordinates by a CountSketch (a random bucket and sign per
+    coordinate), so memory stays bounded for models with millions of parameters while
+    ``J Jᵀ`` stays unbiased; smaller tensors are kept exactly. Models built of standard
+    layers (:mod:`~ttp_search.dynamics.layer_jacobian`) get every sample's gradient from
+    one forward and one batched backward per chunk, the weights' sketch applied to the layer
+    inputs; any other model goes through ``vmap(jacrev)``. The samples must not interact
+    in the forward pass (eval mode). ``seed`` draws the sketch; ``chunk_size`` is the samples
+    per pass (default: 32 for standard layers, 64 through ``vmap``, the faster sizes here).
     """
-    params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
-    buffers = {k: v.detach() for k, v in model.named_buffers()}
-    gen = torch.Generator().manual_seed(seed)
-    sketches = {
-        k: _count_sketch(v.numel(), projection_dim, gen)
-        for k, v in params.items()
-        if v.numel() > projection_dim
-    }
-
-    def f(p, x):
-        return functional_call(model, (p, buffers), (x.unsqueeze(0),)).squeeze(0)
-
-    jac_fn = vmap(jacrev(f), in_dims=(None, 0))
+    fast = layer_jacobian.supports(model, projection_dim)
+    chunk_size = chunk_size or (32 if fast else 64)
+    if fast:
+        sketches = layer_jacobian.make_sketches(model, projection_dim, seed)
+    else:
+        sketches = _count_sketches(model, projection_dim, seed)
     blocks = []
     for start in range(0, inputs.shape[0], chunk_size):
-        jac = jac_fn(params, inputs[start : start + chunk_size])
-        cols = []
-        for name, j in jac.items():
-            j = j.reshape(j.shape[0], j.shape[1], -1).to(torch.float64)
-            if name in sketches:
-                bucket, sign = sketches[name]
-                out = torch.zeros(j.shape[0], j.shape[1], projection_dim, dtype=torch.float64)
-                j = out.index_add_(2, bucket, j * sign)
-            cols.append(j)
-        blocks.append(torch.cat(cols, dim=2))
+        chunk = inputs[start : start + chunk_size]
+        if fast:
+            blocks.append(layer_jacobian.layer_jacobian(model, chunk, sketches))
+        else:
+            blocks.append(_vmap_jacobian(model, chunk, sketches))
     return torch.cat(blocks, dim=0)
+
+
+def sketched_gram(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    *,
+    projection_dim: int = 2000,
+    seed: int = 0,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """The function-space Gram ``J Jᵀ``, (n·outputs, n·outputs), of
+    :func:`sketched_jacobian` (same arguments), in the Jacobian's dtype (the model's).
+    Products run over the lower block triangle, mirrored: half the work of a full one."""
+    J = sketched_jacobian(
+        model, inputs, projection_dim=projection_dim, seed=seed, chunk_size=chunk_size
+    )
+    rows = 32 * J.shape[1]  # block rows: whole samples, large enough for fast products
+    J = J.reshape(J.shape[0] * J.shape[1], -1)
+    gram = torch.empty(J.shape[0], J.shape[0], dtype=J.dtype)
+    for start in range(0, J.shape[0], rows):
+        block = J[start : start + rows] @ J[: start + rows].T
+        gram[start : start + rows, : start + rows] = block
+        gram[: start + rows, start : start + rows] = block.T
+    return gram
 
 
 def weight_direction(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
