@@ -21,10 +21,11 @@ only); :class:`PathEnd` carries them, and one vector-Jacobian product rebuilds t
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse
+import torch
 from scipy.special import log_softmax
 
 
@@ -83,6 +84,7 @@ def simulate_sgd(
     :class:`PathEnd` of the step the simulation stopped at.
     """
     n, C = f0.shape
+    theta_t = torch.from_numpy(np.ascontiguousarray(theta))  # shares Θ's memory
     rng = np.random.default_rng(seed)
     epoch = n // batch_size
     F = np.broadcast_to(f0, (runs, n, C)).copy()
@@ -91,7 +93,7 @@ def simulate_sgd(
     columns = np.arange(C)
     out = np.full((read.size, 4), np.nan)
     order = np.empty((runs, 0), dtype=np.int64)
-    row_starts = np.arange(0, runs * batch_size * C + 1, batch_size * C)
+    row_starts = torch.arange(0, runs * batch_size * C + 1, batch_size * C)
     # The weights' coefficients and their velocity (tracked only when asked for).
     A, VA = (np.zeros((runs, n * C)), np.zeros((runs, n * C))) if return_path else (None, None)
     b, vb = np.zeros(runs), np.zeros(runs)
@@ -124,10 +126,19 @@ def simulate_sgd(
         rows = (batch[..., None] * C + columns).reshape(runs, -1)  # (runs, B·C)
         grad = _residual(np.take_along_axis(F, batch[..., None], axis=1), Y[batch], loss)
         grad = grad.reshape(runs, -1).astype(theta.dtype) / batch_size
+        # A confident network's softmax has probabilities below float32's smallest normal
+        # number, and products with subnormals run several times slower: flush them to 0.
+        grad[np.abs(grad) < np.finfo(grad.dtype).tiny] = 0.0
         # Θ is symmetric, so the kick is the batch's rows of Θ weighted by the gradient: a
-        # sparse (runs, n·C) matrix times Θ reads only those rows, without copying them out.
-        kick = sparse.csr_matrix((grad.ravel(), rows.ravel(), row_starts), shape=(runs, n * C))
-        kick = np.asarray(kick @ theta)
+        # sparse (runs, n·C) matrix times Θ reads only those rows, without copying them out
+        # (torch's CSR product runs on every core; scipy's on one.)
+        with warnings.catch_warnings():  # torch's note, once, that sparse CSR is in beta
+            warnings.simplefilter("ignore", UserWarning)
+            kick = torch.sparse_csr_tensor(
+                row_starts, torch.from_numpy(rows.ravel()), torch.from_numpy(grad.ravel()),
+                size=(runs, n * C), check_invariants=False,
+            )  # fmt: skip
+        kick = (kick @ theta_t).numpy()
         if wd:
             kick = kick + wd * (d0.ravel() + (F - f0).reshape(runs, -1))
         V = momentum * V + kick
