@@ -9,13 +9,16 @@ several seeded runs of the exact linearized network.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from ttp_search.dynamics import LinearizedSDE
-from ttp_search.testing import linearized_sgd
+from ttp_search.errors import InvalidInputError
+from ttp_search.testing import linearized_sgd, shuffled_batches
 
 STEPS, EVERY = 200, 20
 
@@ -93,3 +96,36 @@ def test_minibatch_noise_of_a_shuffling_loader_matches_the_seeds_mean(task, mome
     np.testing.assert_allclose(predicted.to_numpy()[1:], exact[1:], rtol=rtol)
     raised, true_raise = (predicted - noise_free).to_numpy()[1:], (exact - noise_free)[1:]
     assert np.all(raised > 0.4 * true_raise) and np.all(raised < 2.0 * true_raise)
+
+
+@pytest.mark.parametrize(
+    "loss, lr, momentum, weight_decay",
+    [("ce", 0.5, 0.9, 0.01), ("ce", 5.0, 0.0, 0.0), ("mse", 0.5, 0.9, 0.01)],
+)
+def test_replay_on_a_runs_batches_is_that_run_of_the_linearized_network(
+    task, loss, lr, momentum, weight_decay
+):
+    """Minibatches of 16, the batches the exact run drew: no sampling noise is left, so the
+    function-space simulation and the parameter-space run agree step by step."""
+    sde, targets = _sde(task, loss)
+    hyper = dict(lr=lr, momentum=momentum, weight_decay=weight_decay)
+    batches = list(itertools.islice(shuffled_batches(120, 16, seed=3), STEPS))
+    exact = linearized_sgd(
+        task[0], task[1], targets, loss=loss, steps=STEPS, eval_every=EVERY, seed=3,
+        batch_size=16, **hyper,
+    )  # fmt: skip
+    replayed = sde.replay(torch.stack(batches).numpy(), **hyper)
+    # To float32 precision: the simulation keeps the Gram it gathers rows of in float32.
+    np.testing.assert_allclose(
+        replayed.loss.to_numpy()[exact.step.to_numpy()], exact.loss.to_numpy(), rtol=1e-4
+    )
+
+
+def test_replay_rejects_batches_outside_the_samples(task):
+    sde, _ = _sde(task, "ce")
+    with pytest.raises(InvalidInputError, match=r"not computed on \(e.g. 120\); it has 120 of 120"):
+        sde.replay(np.array([[0, 120]]), lr=0.1)
+    with pytest.raises(InvalidInputError, match="steps, batch_size"):
+        sde.replay(np.arange(4), lr=0.1)
+    with pytest.raises(InvalidInputError, match="integer"):
+        sde.replay(np.zeros((3, 2)), lr=0.1)

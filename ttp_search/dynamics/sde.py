@@ -162,6 +162,7 @@ class LinearizedSDE:
         )
         self.loss = loss
         self.n, self.C = f0.shape
+        self.sample_indices = sample_indices(self.N, num_samples, seed).numpy()
         self._network = FrozenNetwork(model, x)
         was_training = model.training
         model.eval()
@@ -245,6 +246,7 @@ class LinearizedSDE:
             if not np.all(np.isfinite(np.asarray(array, dtype=np.float64))):
                 raise InvalidInputError(f"{name} holds non-finite values (NaN or inf)")
         self.Y = np.asarray(targets)
+        self.sample_indices = np.arange(self.n)  # the Gram's own samples
         self._network = None  # no model: check_linearity is unavailable
         self._set_gram(gram, f0, d0, rank, extrapolate)
         return self
@@ -546,6 +548,51 @@ class LinearizedSDE:
             tolerance,
         )
 
+    def replay(
+        self,
+        batches: np.ndarray,
+        *,
+        lr: float,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        schedule: Schedule = "constant",
+        decay: str = "standard",
+    ) -> pd.DataFrame:
+        """The linearized network's loss at every step of one SGD run on given minibatches:
+        ``batches`` is (steps, batch_size) indices into the data set the SDE was built from
+        (:meth:`from_gram`: into the Gram's samples), e.g. the batches a real run drew; each
+        must be among :attr:`sample_indices`. This is the prediction without its sampling
+        noise, to hold against a parameter-space run on the same batches
+        (:func:`ttp_search.testing.linearized_sgd`)."""
+        batches = np.asarray(batches)
+        if batches.ndim != 2 or batches.size == 0 or batches.dtype.kind not in "iu":
+            raise InvalidInputError(
+                f"batches must be (steps, batch_size) integer sample indices, got shape "
+                f"{batches.shape} {batches.dtype}"
+            )
+        position = np.full(max(int(self.sample_indices.max()), int(batches.max())) + 1, -1)
+        position[self.sample_indices] = np.arange(self.n)
+        missing = np.setdiff1d(batches, self.sample_indices)
+        if batches.min() < 0 or missing.size:
+            raise InvalidInputError(
+                f"batches use samples the SDE was not computed on (e.g. "
+                f"{int(missing[0]) if missing.size else int(batches.min())}); it has "
+                f"{self.n} of {self.N}: build it with num_samples >= the data set's size"
+            )
+        batches = position[batches]
+        steps = batches.shape[0]
+        self._check(lr, batches.shape[1], momentum, weight_decay, steps, decay)
+        eta = lr * schedule_factors(schedule, steps)
+        d0 = self.d0 if decay == "standard" else np.zeros_like(self.d0)
+        out = simulate_sgd(
+            eta, np.arange(steps + 1), self._function_gram(), self.f0, self.Y, d0,
+            loss=self.loss, batch_size=batches.shape[1], momentum=float(momentum),
+            wd=float(weight_decay), batches=batches[None],
+        )  # fmt: skip
+        return pd.DataFrame(
+            {"step": np.arange(steps + 1), "loss": out[:, 0], "accuracy": out[:, 3]}
+        )
+
     def surely_unreachable(
         self,
         target: float,
@@ -775,6 +822,12 @@ def check_hyperparameters(
         raise InvalidInputError(f"decay must be 'standard' or 'to_init', got {decay!r}")
 
 
+def sample_indices(num_data: int, num_samples: int, seed: int) -> torch.Tensor:
+    """Which of the ``num_data`` samples the dynamics are computed on, in the SDE's order."""
+    order = torch.randperm(num_data, generator=torch.Generator().manual_seed(seed))
+    return order[: min(num_samples, num_data)]
+
+
 def sample_outputs(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -805,7 +858,7 @@ def sample_outputs(
                 "inf; clean the data first"
             )
     N = int(inputs.shape[0])
-    idx = torch.randperm(N, generator=torch.Generator().manual_seed(seed))[: min(num_samples, N)]
+    idx = sample_indices(N, num_samples, seed)
     x = inputs[idx]
     was_training = model.training
     model.eval()

@@ -72,6 +72,7 @@ def simulate_sgd(
     stop_below: float | None = None,
     stop_at_accuracy: float | None = None,
     return_path: bool = False,
+    batches: np.ndarray | None = None,
 ) -> np.ndarray | tuple[np.ndarray, PathEnd]:
     """``runs`` seeded SGD runs of the schedule ``eta``, read at the sorted steps ``read``.
 
@@ -81,9 +82,14 @@ def simulate_sgd(
     and the mean accuracy (NaN for MSE). ``stop_below``: return at the first read whose 90th
     percentile is at or below it (the rows after are NaN); ``stop_at_accuracy``: at the first
     read whose mean accuracy is at or above it. ``return_path``: also return the
-    :class:`PathEnd` of the step the simulation stopped at.
+    :class:`PathEnd` of the step the simulation stopped at. ``batches``: (runs, steps,
+    batch_size) sample indices to step on instead of seeded shuffling, e.g. a recorded run's
+    (``runs`` and ``batch_size`` then come from its shape).
     """
     n, C = f0.shape
+    if batches is not None:
+        batches = np.asarray(batches, dtype=np.int64)
+        runs, _, batch_size = batches.shape
     theta_t = torch.from_numpy(np.ascontiguousarray(theta))  # shares Θ's memory
     rng = np.random.default_rng(seed)
     epoch = n // batch_size
@@ -120,9 +126,12 @@ def simulate_sgd(
                 return done(t)
         if t == eta.size:
             return done(t)
-        if order.shape[1] < batch_size:
-            order = np.argsort(rng.random((runs, n)), axis=1)[:, : epoch * batch_size]
-        batch, order = order[:, :batch_size], order[:, batch_size:]
+        if batches is not None:
+            batch = batches[:, t]
+        else:
+            if order.shape[1] < batch_size:
+                order = np.argsort(rng.random((runs, n)), axis=1)[:, : epoch * batch_size]
+            batch, order = order[:, :batch_size], order[:, batch_size:]
         rows = (batch[..., None] * C + columns).reshape(runs, -1)  # (runs, B·C)
         grad = _residual(np.take_along_axis(F, batch[..., None], axis=1), Y[batch], loss)
         grad = grad.reshape(runs, -1).astype(theta.dtype) / batch_size
