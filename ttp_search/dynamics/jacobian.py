@@ -54,12 +54,13 @@ def sketched_jacobian(
     coordinate), so memory stays bounded for models with millions of parameters while
     ``J Jᵀ`` stays unbiased; smaller tensors are kept exactly. Models built of standard
     layers (:mod:`~ttp_search.dynamics.layer_jacobian`) get every sample's gradient from
-    one forward and one batched backward per chunk, the weights' sketch applied to the layer
-    inputs; any other model goes through ``vmap(jacrev)``. The samples must not interact
+    one forward and one batched backward per chunk; any other model goes through
+    ``vmap(jacrev)`` (which also sketches large biases and normalisation parameters; the
+    fast path keeps those exact). The samples must not interact
     in the forward pass (eval mode). ``seed`` draws the sketch; ``chunk_size`` is the samples
     per pass (default: 32 for standard layers, 64 through ``vmap``, the faster sizes here).
     """
-    fast = layer_jacobian.supports(model, projection_dim)
+    fast = layer_jacobian.supports(model)
     chunk_size = chunk_size or (32 if fast else 64)
     if fast:
         sketches = layer_jacobian.make_sketches(model, projection_dim, seed)

@@ -7,19 +7,15 @@ and one backward pass batched over the C outputs (``is_grads_batched``) give eve
 gradient as a batched matrix product per layer, at the cost of a few training steps, where
 ``vmap(jacrev)`` pays a grouped convolution per sample.
 
-Weights larger than the sketch budget are compressed so that inner products stay unbiased:
+Weights larger than the sketch budget are CountSketched (a random bucket and sign per
+coordinate, so inner products stay unbiased): their per-sample gradients are formed a block
+of output rows at a time and sketched, so memory stays bounded. A sketch of the layer's
+input patches alone would avoid forming them, but on ResNet-20 it roughly doubled the Gram's
+error and moved single runs further from the exact linearized network (BENCHMARKS.md,
+bench-fidelity).
 
-- a convolution's patches are CountSketched before the product, ``Σ_p g_p (S x_p)ᵀ``, which
-  is a convolution of the input with a sparse ±1 kernel: the full per-sample gradient is
-  never formed. Over many positions the gradient has high rank and this input-side sketch
-  is nearly as accurate as a CountSketch of the whole gradient (BENCHMARKS.md,
-  bench-fidelity, measures both);
-- a linear layer's gradient ``g xᵀ`` is often rank one (one position), where an input-side
-  sketch is poor: it is formed, a block of output rows at a time, and CountSketched whole.
-
-Supported: ``Linear``, ``Conv1d/2d/3d`` (zero padding, any groups, at most
-``projection_dim / 8`` output channels per group where sketched), ``BatchNorm1d/2d/3d`` in
-eval mode and ``LayerNorm``. :func:`supports` says whether a model has only these; the
+Supported: ``Linear``, ``Conv1d/2d/3d`` (zero padding, any groups), ``BatchNorm1d/2d/3d``
+in eval mode and ``LayerNorm``. :func:`supports` says whether a model has only these; the
 caller falls back to ``vmap(jacrev)`` otherwise. Samples must not interact in the forward
 pass (true of these layers in eval mode).
 """
@@ -36,72 +32,49 @@ from ttp_search.dynamics.sketch import CountSketch
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _BATCH_NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-# An input-side sketch keeps at least this many buckets per output channel.
-_MIN_INPUT_BUCKETS = 8
-# Entries of a linear layer's per-sample gradients formed at once (256 MiB in float32).
-_LINEAR_BLOCK = 2**26
+# Entries of a layer's per-sample weight gradients formed at once (16 MiB in float32).
+# Larger blocks are no faster: glibc serves allocations above 32 MiB by mmap, and every
+# fresh mapping is page-faulted in again.
+_BLOCK = 2**22
 
 
-def _supported_module(module: nn.Module, dim: int) -> bool:
+def _supported_module(module: nn.Module) -> bool:
     if isinstance(module, _BATCH_NORM):
         return not module.training and module.running_mean is not None
     if isinstance(module, (nn.LayerNorm, nn.Linear)):
         return True
     if isinstance(module, _CONV):
-        # A wider convolution would need its output side sketched too, and a sketch of both
-        # sides of ``g xᵀ`` is far noisier than a CountSketch of the whole gradient.
-        o, k = module.weight.shape[0] // module.groups, module.weight[0].numel()
-        fits = o * k <= dim or dim // o >= _MIN_INPUT_BUCKETS
-        return module.padding_mode == "zeros" and fits
+        return module.padding_mode == "zeros"
     return False
 
 
-def supports(model: nn.Module, projection_dim: int) -> bool:
+def supports(model: nn.Module) -> bool:
     """Every trainable parameter is the ``weight`` or ``bias`` of a supported layer (see the
-    module's docstring) at this ``projection_dim``."""
+    module's docstring)."""
     owned = set()
     for module in model.modules():
         own = dict(module.named_parameters(recurse=False))
         if not any(p.requires_grad for p in own.values()):
             continue
-        if not _supported_module(module, projection_dim) or set(own) - {"weight", "bias"}:
+        if not _supported_module(module) or set(own) - {"weight", "bias"}:
             return False
         owned.update(id(p) for p in own.values())
     return all(id(p) in owned for p in model.parameters() if p.requires_grad)
 
 
-class _PatchSketch:
-    """A convolution's input-side sketch: patch coordinates ``k`` → ``k_out`` buckets
-    (``kernel``: a (k_out, k) ±1 matrix, one non-zero per column; None: kept exactly)."""
-
-    def __init__(self, o: int, k: int, dim: int, generator: torch.Generator) -> None:
-        self.o, self.k = o, k
-        self.k_out = k if o * k <= dim else dim // o
-        self.kernel = None
-        if self.k_out < k:
-            drawn = CountSketch.draw(k, self.k_out, generator)
-            self.kernel = torch.zeros(self.k_out, k)
-            self.kernel[drawn.bucket, torch.arange(k)] = drawn.sign
-
-
 def make_sketches(model: nn.Module, dim: int, seed: int) -> dict:
-    """The sketch of every trainable linear and convolutional weight, keyed by the weight's
-    ``id`` (layers sharing a weight share its sketch), drawn in module order from ``seed``
-    so every process draws the same. A linear weight within ``dim`` maps to None (exact)."""
+    """The CountSketch of every trainable linear and convolutional weight larger than ``dim``
+    (None: kept exactly), keyed by the weight's ``id`` (layers sharing a weight share its
+    sketch), drawn in module order from ``seed`` so every process draws the same."""
     generator = torch.Generator().manual_seed(seed)
-    out: dict[int, _PatchSketch | CountSketch | None] = {}
+    out: dict[int, CountSketch | None] = {}
     for module in model.modules():
         weight = getattr(module, "weight", None)
         if not isinstance(module, (nn.Linear, *_CONV)) or not weight.requires_grad:
             continue
-        if id(weight) in out:
-            continue
-        if isinstance(module, nn.Linear):
+        if id(weight) not in out:
             fits = weight.numel() <= dim
             out[id(weight)] = None if fits else CountSketch.draw(weight.numel(), dim, generator)
-        else:
-            o = weight.shape[0] // module.groups
-            out[id(weight)] = _PatchSketch(o, weight[0].numel(), dim, generator)
     return out
 
 
@@ -113,38 +86,52 @@ def _output_grads(module: nn.Module, g: torch.Tensor) -> torch.Tensor:
     return g.reshape(C, B, g.shape[2], -1)
 
 
-def _conv_features(module: nn.Module, a: torch.Tensor, grads: torch.Tensor, sketch) -> torch.Tensor:
-    """Per-sample (sketched) gradients of a convolution's weight, (B, C, features)."""
-    C, B, _, P = grads.shape
-    groups, per_group, size = module.groups, module.weight.shape[1], module.weight.shape[2:]
-    basis = torch.eye(sketch.k) if sketch.kernel is None else sketch.kernel
-    # Each output channel of this kernel picks (or sums, with signs) patch coordinates.
-    kernel = basis.to(a.dtype).reshape(sketch.k_out, per_group, *size)
-    kernel = kernel.repeat(groups, *([1] * (kernel.dim() - 1)))
-    conv = (F.conv1d, F.conv2d, F.conv3d)[len(size) - 1]
-    patches = conv(a, kernel, None, module.stride, module.padding, module.dilation, groups)
-    right = patches.reshape(B * groups, sketch.k_out, P)
-    left = grads.reshape(C, B, groups, sketch.o, P).permute(1, 2, 0, 3, 4)
-    out = torch.bmm(left.reshape(B * groups, C * sketch.o, P), right.transpose(1, 2))
-    out = out.reshape(B, groups, C, sketch.o * sketch.k_out).transpose(1, 2)
+def _products(left: torch.Tensor, right: torch.Tensor, sketch, offset: int = 0):
+    """Per-sample weight gradients ``Σ_p left[b, c, o, p] · right[b, k, p]``, (B, C, o·k), or
+    their CountSketch (B, C, dim) as coordinates ``offset ..`` of the weight: formed a block
+    of output rows at a time, so a wide layer's temporaries stay bounded."""
+    B, C, o, P = left.shape
+    right = right.transpose(1, 2)  # (B, P, k)
+    k = right.shape[2]
+    if sketch is None:
+        return torch.bmm(left.reshape(B, C * o, P), right).reshape(B, C, o * k)
+    out = None
+    rows = max(1, _BLOCK // (B * C * k))
+    for start in range(0, o, rows):
+        full = torch.bmm(left[:, :, start : start + rows].reshape(B, -1, P), right)
+        part = sketch(full.reshape(B * C, -1), offset + start * k)
+        out = part if out is None else out + part
     return out.reshape(B, C, -1)
+
+
+def _conv_features(module: nn.Module, a: torch.Tensor, grads: torch.Tensor, sketch):
+    """Per-sample (sketched) gradients of a convolution's weight, (B, C, features), from its
+    input ``a`` and its output gradients ``grads`` (C, B, o, P)."""
+    C, B, o, P = grads.shape
+    groups, per_group, size = module.groups, module.weight.shape[1], module.weight.shape[2:]
+    k = module.weight[0].numel()
+    # A kernel whose output channels pick single patch coordinates: the unfolded input,
+    # for 1-, 2- and 3-d convolutions alike.
+    picks = torch.eye(k, dtype=a.dtype).reshape(k, per_group, *size)
+    picks = picks.repeat(groups, *([1] * (picks.dim() - 1)))
+    conv = (F.conv1d, F.conv2d, F.conv3d)[len(size) - 1]
+    patches = conv(a, picks, None, module.stride, module.padding, module.dilation, groups)
+    patches = patches.reshape(B, groups, k, P)
+    left = grads.transpose(0, 1).reshape(B, C, groups, o // groups, P)
+    parts = [
+        _products(left[:, :, g], patches[:, g], sketch, g * (o // groups) * k)
+        for g in range(groups)
+    ]
+    if sketch is None:
+        return torch.cat(parts, dim=2)
+    return sum(parts[1:], parts[0])
 
 
 def _linear_features(a: torch.Tensor, grads: torch.Tensor, sketch) -> torch.Tensor:
-    """Per-sample (CountSketched) gradients of a linear layer's weight, (B, C, features)."""
-    C, B, o, P = grads.shape
-    x = a.reshape(B, P, -1)
-    k = x.shape[2]
-    left = grads.permute(1, 0, 2, 3)  # (B, C, o, P)
-    if sketch is None:
-        return torch.bmm(left.reshape(B, C * o, P), x).reshape(B, C, o * k)
-    out = a.new_zeros(B * C, sketch.dim)
-    rows = max(1, _LINEAR_BLOCK // (B * C * k))
-    for start in range(0, o, rows):
-        part = left[:, :, start : start + rows].reshape(B, -1, P)
-        full = torch.bmm(part, x).reshape(B * C, -1)  # output rows start.. of g xᵀ, flat
-        out += sketch(full, start * k)
-    return out.reshape(B, C, -1)
+    """Per-sample (sketched) gradients of a linear layer's weight, (B, C, features)."""
+    B, P = grads.shape[1], grads.shape[3]
+    x = a.reshape(B, P, -1).transpose(1, 2)  # (B, k, P)
+    return _products(grads.transpose(0, 1), x, sketch)
 
 
 def _norm_features(module: nn.Module, a: torch.Tensor, g: torch.Tensor) -> dict:
@@ -189,11 +176,7 @@ def _features(module: nn.Module, a: torch.Tensor, g: torch.Tensor, sketches: dic
 
 def _feature_count(module: nn.Module, name: str, sketches: dict) -> int:
     sketch = sketches.get(id(module.weight)) if name == "weight" else None
-    if isinstance(sketch, CountSketch):
-        return sketch.dim
-    if isinstance(sketch, _PatchSketch):
-        return module.groups * sketch.o * sketch.k_out
-    return math.prod(getattr(module, name).shape)
+    return sketch.dim if sketch is not None else math.prod(getattr(module, name).shape)
 
 
 def layer_jacobian(model: nn.Module, inputs: torch.Tensor, sketches: dict) -> torch.Tensor:
