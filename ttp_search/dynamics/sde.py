@@ -112,7 +112,8 @@ class LinearizedSDE:
         model: the pretrained network (evaluated in eval mode; not modified).
         inputs, targets: the fine-tuning training set. ``loss="ce"``: integer class labels;
             ``loss="mse"``: targets shaped like the model's outputs.
-        num_samples: samples used for the Jacobian (a seeded random subset when fewer).
+        num_samples: samples used for the Jacobian (a seeded random subset when fewer;
+            ``sample_indices`` says which, in the SDE's order).
         projection_dim: coordinates kept per parameter tensor (CountSketch above that).
         rank: eigen-directions kept for cross-entropy's full-batch run (default: all with a
             non-negligible eigenvalue; truncating them slows the predicted fit, measurably on
