@@ -164,7 +164,9 @@ def _features(module: nn.Module, a: torch.Tensor, g: torch.Tensor, sketches: dic
     if isinstance(module, (nn.LayerNorm, *_BATCH_NORM)):
         return _norm_features(module, a, g)
     grads = _output_grads(module, g)
-    parts = {"bias": grads.sum(-1).transpose(0, 1)}
+    parts = {}
+    if module.bias is not None and module.bias.requires_grad:
+        parts["bias"] = grads.sum(-1).transpose(0, 1)
     if module.weight.requires_grad:
         sketch = sketches[id(module.weight)]
         if isinstance(module, nn.Linear):
