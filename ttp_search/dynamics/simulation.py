@@ -21,12 +21,13 @@ only); :class:`PathEnd` carries them, and one vector-Jacobian product rebuilds t
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy.special import log_softmax
+
+from ttp_search.dynamics._sparse import csr_matrix
 
 
 def _residual(outputs: np.ndarray, targets: np.ndarray, loss: str) -> np.ndarray:
@@ -141,12 +142,10 @@ def simulate_sgd(
         # Θ is symmetric, so the kick is the batch's rows of Θ weighted by the gradient: a
         # sparse (runs, n·C) matrix times Θ reads only those rows, without copying them out
         # (torch's CSR product runs on every core; scipy's on one.)
-        with warnings.catch_warnings():  # torch's note, once, that sparse CSR is in beta
-            warnings.simplefilter("ignore", UserWarning)
-            kick = torch.sparse_csr_tensor(
-                row_starts, torch.from_numpy(rows.ravel()), torch.from_numpy(grad.ravel()),
-                size=(runs, n * C), check_invariants=False,
-            )  # fmt: skip
+        kick = csr_matrix(
+            row_starts, torch.from_numpy(rows.ravel()), torch.from_numpy(grad.ravel()),
+            (runs, n * C),
+        )  # fmt: skip
         kick = (kick @ theta_t).numpy()
         if wd:
             kick = kick + wd * (d0.ravel() + (F - f0).reshape(runs, -1))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import torch
+
+from ttp_search.dynamics._sparse import csr_matrix
 
 
 @dataclass(frozen=True)
@@ -27,15 +28,12 @@ class CountSketch:
         """(rows, dim): each row of ``rows`` (rows, width) sketched, its columns being the
         coordinates ``start .. start + width`` of the vector."""
         width = rows.shape[1]
-        with warnings.catch_warnings():  # torch's note, once, that sparse CSR is in beta
-            warnings.simplefilter("ignore", UserWarning)
-            # One non-zero per coordinate: a dense-times-sparse product does the signs and
-            # the bucket sums in one pass (faster than a multiply and an index_add).
-            matrix = torch.sparse_csr_tensor(
-                torch.arange(width + 1),
-                self.bucket[start : start + width],
-                self.sign[start : start + width].to(rows.dtype),
-                size=(width, self.dim),
-                check_invariants=False,
-            )
-            return rows @ matrix
+        # One non-zero per coordinate: a dense-times-sparse product does the signs and the
+        # bucket sums in one pass (faster than a multiply and an index_add).
+        matrix = csr_matrix(
+            torch.arange(width + 1),
+            self.bucket[start : start + width],
+            self.sign[start : start + width].to(rows.dtype),
+            (width, self.dim),
+        )
+        return rows @ matrix
