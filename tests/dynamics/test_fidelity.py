@@ -129,3 +129,19 @@ def test_replay_rejects_batches_outside_the_samples(task):
         sde.replay(np.arange(4), lr=0.1)
     with pytest.raises(InvalidInputError, match="integer"):
         sde.replay(np.zeros((3, 2)), lr=0.1)
+
+
+def test_shuffled_batches_draw_like_a_loader_that_drops_the_last_batch():
+    epoch = list(itertools.islice(shuffled_batches(50, 16, seed=1), 3))
+    drawn = torch.cat(epoch)
+    assert [b.numel() for b in epoch] == [16, 16, 16]
+    assert drawn.unique().numel() == 48  # one permutation, its last 2 samples dropped
+    again = list(itertools.islice(shuffled_batches(50, 16, seed=1), 3))
+    assert all(torch.equal(a, b) for a, b in zip(epoch, again, strict=True))
+
+
+@pytest.mark.parametrize("num_data, batch_size", [(60, 64), (60, 0), (0, 1)])
+def test_shuffled_batches_reject_sizes_that_never_give_a_batch(num_data, batch_size):
+    """A batch larger than the data set used to make the generator spin without yielding."""
+    with pytest.raises(InvalidInputError, match=r"batch_size|num_data"):
+        shuffled_batches(num_data, batch_size)

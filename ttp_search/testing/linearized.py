@@ -33,7 +33,21 @@ def _loss(outputs: torch.Tensor, targets: torch.Tensor, loss: Loss) -> torch.Ten
 
 def shuffled_batches(num_data: int, batch_size: int, seed: int = 0) -> Iterator[torch.Tensor]:
     """Indices of minibatches as ``DataLoader(shuffle=True, drop_last=True)`` draws them:
-    a fresh seeded permutation per epoch, the last short batch dropped (forever)."""
+    a fresh seeded permutation per epoch, the last short batch dropped (forever).
+
+    Raises ``InvalidInputError`` at the call when ``batch_size`` exceeds ``num_data``: with
+    the short batch dropped, no batch would ever come (the generator would spin).
+    """
+    num_data = check_int("num_data", num_data, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
+    if batch_size > num_data:
+        raise InvalidInputError(
+            f"batch_size {batch_size} is larger than the data set ({num_data} samples)"
+        )
+    return _batches(num_data, batch_size, seed)
+
+
+def _batches(num_data: int, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     while True:
         order = torch.randperm(num_data, generator=gen)
