@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +53,7 @@ class RecordedTrial:
     epoch_steps: int
     train_steps: np.ndarray | None = None
     train_losses: np.ndarray | None = None
+    config: dict = field(default_factory=dict)  # the searched hyperparameters
 
     def compute_at(self) -> np.ndarray:
         """Compute used up to each report."""
@@ -116,6 +117,7 @@ def _mnist1d(run) -> RecordedTrial:
         epoch_steps=int(run.steps_per_epoch),
         train_steps=train_steps,
         train_losses=run.train_loss,
+        config=dict(run.config),
     )
 
 
@@ -135,4 +137,14 @@ def _deberta(record: dict, index: int) -> RecordedTrial:
         compute_per_step=np.full(steps.size, float(record["train_batch_size"])),
         final=float(values[-1]),
         epoch_steps=max(budget // epochs, 1),
+        config={
+            key: record[key]
+            for key in (
+                "learning_rate",
+                "train_batch_size",
+                "num_train_epochs",
+                "warmup_steps",
+                "cls_drop_out",
+            )
+        },
     )
