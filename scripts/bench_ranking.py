@@ -188,6 +188,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--few", type=int, default=20, help="finished trials, small study")
     parser.add_argument("--ablation", action="store_true", help="add/remove each feature")
+    parser.add_argument(
+        "--configuration",
+        action="store_true",
+        help="add the observed + configuration arm (on with --ablation)",
+    )
     parser.add_argument("--shared", type=Path, default=SHARED)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
@@ -201,7 +206,15 @@ def main() -> int:
         arms = arms_for(args.ablation)
         for finished in (args.few, len(trials) // 2):
             tables.append(
-                evaluate(name, trials, finished, args.repeats, args.seed, arms, args.ablation)
+                evaluate(
+                    name,
+                    trials,
+                    finished,
+                    args.repeats,
+                    args.seed,
+                    arms,
+                    args.ablation or args.configuration,
+                )
             )
     table = pd.concat(tables)
     summary = summarise(table)
