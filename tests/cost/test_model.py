@@ -178,3 +178,32 @@ def test_a_resaved_calibration_reuses_its_cached_fit(calibrated, tmp_path, monke
     monkeypatch.setattr(LayerTimeModel, "fit", refit)
     again = LayerTimeModel.load(path)
     assert again.data.digest() == first.data.digest() == calibrated.data.digest()
+
+
+def test_a_calibration_past_its_deadline_still_times_every_optimizer_three_times():
+    """On a loaded machine the optimizer stage used to stop at 4 timings, one per kind: the
+    fit then pooled them and priced Adam exactly like SGD."""
+    from tqdm.auto import tqdm
+
+    from ttp_search.cost.calibrate import MIN_UPDATE_TIMINGS, _sample_optimizer
+    from ttp_search.cost.step import OPTIMIZERS
+
+    data = CalibrationData(fingerprint={}, peak_flops=1e9, bandwidth=1e9)
+    with tqdm(total=1.0, disable=True) as bar:
+        _sample_optimizer(data, np.random.default_rng(0), time.perf_counter() - 1, "cpu", bar)
+    kinds = [data.opt_kind.count(k) for k in OPTIMIZERS]
+    assert min(kinds) >= MIN_UPDATE_TIMINGS
+
+
+def test_each_optimizer_gets_its_own_update_model_from_three_timings():
+    data = CalibrationData(fingerprint={}, peak_flops=1e9, bandwidth=1e9)
+    for kind, per_param in (("sgd", 1e-9), ("adam", 4e-9)):
+        for numel in (1e4, 1e5, 1e6):
+            data.opt_kind.append(kind)
+            data.opt_n_tensors.append(10)
+            data.opt_numel.append(numel)
+            data.opt_time.append(1e-5 + per_param * numel)
+    model = LayerTimeModel()
+    model._fit_optimizer(data)
+    sgd, adam = (model.optimizer_seconds(k, 10, 10**6) for k in ("sgd", "adam"))
+    assert adam == pytest.approx(4 * sgd, rel=0.05)

@@ -40,7 +40,11 @@ from ttp_search.errors import CalibrationError, InvalidInputError
 #: Shares of the budget spent on each kind of sample.
 _SHARES = {"peaks": 0.03, "ops": 0.62, "optimizer": 0.08, "networks": 0.27}
 #: Samples each stage needs for the fit, and how long past its share it may run to get them.
-_MIN_SAMPLES = {"ops": 20, "optimizer": 4, "networks": 3}
+# The fit gives each optimizer its own update model only from 3 timings of it, and pools
+# them all below that (every optimizer then costs the same: Adam priced like SGD). Kinds are
+# sampled in turn, so a loaded machine still gets 3 of each within the grace period.
+MIN_UPDATE_TIMINGS = 3
+_MIN_SAMPLES = {"ops": 20, "optimizer": MIN_UPDATE_TIMINGS * len(OPTIMIZERS), "networks": 3}
 _GRACE_S = 30.0
 # Ops seen this often are re-timed only now and then: budget goes to rarer, costlier ones.
 _COMMON_OP = 150

@@ -34,7 +34,12 @@ from torch import nn
 
 from ttp_search._checks import check_real
 from ttp_search.cost.cache import atomic_write_bytes, calibration_path, device_fingerprint
-from ttp_search.cost.calibrate import CalibrationData, NetArrays, collect_calibration
+from ttp_search.cost.calibrate import (
+    MIN_UPDATE_TIMINGS,
+    CalibrationData,
+    NetArrays,
+    collect_calibration,
+)
 from ttp_search.cost.drift import DriftCheck, check_drift, reference_speeds
 from ttp_search.cost.features import FEATURE_COLUMNS
 from ttp_search.cost.step import check_optimizer, device_name
@@ -288,7 +293,8 @@ class LayerTimeModel:
         t = np.asarray(data.opt_time, dtype=np.float64)
         self.optimizer_coef: dict[str, list[float]] = {}
         for kind in sorted(set(kinds)):
-            mask = kinds == kind if (kinds == kind).sum() >= 3 else np.ones_like(t, dtype=bool)
+            own = (kinds == kind).sum() >= MIN_UPDATE_TIMINGS
+            mask = kinds == kind if own else np.ones_like(t, dtype=bool)
             A = np.column_stack([np.ones(mask.sum()), n[mask], numel[mask]])
             self.optimizer_coef[kind] = _relative_nnls(A, t[mask]).tolist()
 
