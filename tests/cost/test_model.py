@@ -48,7 +48,8 @@ def test_more_work_costs_more(calibrated):
     assert large > 2 * small
     sgd = calibrated.predict(model, (3, 32, 32), 8, "sgd").step_time_s
     adam = calibrated.predict(model, (3, 32, 32), 8, "adam").step_time_s
-    assert adam > sgd
+    # Guaranteed whatever the timings; by how much is a measurement (bench-cost).
+    assert adam >= sgd
 
 
 def test_unsupported_ops_use_fallback_and_are_listed(calibrated):
@@ -207,3 +208,19 @@ def test_each_optimizer_gets_its_own_update_model_from_three_timings():
     model._fit_optimizer(data)
     sgd, adam = (model.optimizer_seconds(k, 10, 10**6) for k in ("sgd", "adam"))
     assert adam == pytest.approx(4 * sgd, rel=0.05)
+
+
+def test_a_heavier_optimizer_is_never_priced_below_a_lighter_one():
+    """Timing noise (a loaded machine) measured Adam's updates below SGD's."""
+    data = CalibrationData(fingerprint={}, peak_flops=1e9, bandwidth=1e9)
+    for kind, per_param in (("sgd", 4e-9), ("momentum", 2e-9), ("adam", 1e-9), ("adamw", 3e-9)):
+        for numel in (1e4, 1e5, 1e6):
+            data.opt_kind.append(kind)
+            data.opt_n_tensors.append(10)
+            data.opt_numel.append(numel)
+            data.opt_time.append(1e-5 + per_param * numel)
+    model = LayerTimeModel()
+    model._fit_optimizer(data)
+    cost = [model.optimizer_seconds(k, 10, 10**6) for k in ("sgd", "momentum", "adam", "adamw")]
+    assert cost == sorted(cost)
+    assert cost[3] == pytest.approx(1e-5 + 4e-3, rel=0.05)  # measured below SGD: floored there

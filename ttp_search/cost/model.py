@@ -126,6 +126,7 @@ def _relative_nnls(
 # Kernels and the optimizer update are measured directly: with few calibration networks,
 # their multipliers stay near 1 rather than being traded against the overhead terms.
 _STEP_PRIOR = {0: 1.0, 3: 1.0}
+_BY_WORK = ("sgd", "momentum", "adam", "adamw")  # optimizer updates, lightest first
 _STEP_PRIOR_STRENGTH = 2.0
 
 
@@ -297,6 +298,15 @@ class LayerTimeModel:
             mask = kinds == kind if own else np.ones_like(t, dtype=bool)
             A = np.column_stack([np.ones(mask.sum()), n[mask], numel[mask]])
             self.optimizer_coef[kind] = _relative_nnls(A, t[mask]).tolist()
+        # Each update in _BY_WORK does all the work of the one before it and more (momentum
+        # adds a buffer, Adam a second moment, AdamW a decay): timing noise on a loaded
+        # machine must not price a heavier one below a lighter one.
+        lighter = None
+        for kind in _BY_WORK:
+            if kind in self.optimizer_coef and lighter is not None:
+                floor = self.optimizer_coef[lighter]
+                self.optimizer_coef[kind] = np.maximum(self.optimizer_coef[kind], floor).tolist()
+            lighter = kind if kind in self.optimizer_coef else lighter
 
     def optimizer_seconds(self, kind: str, n_tensors: int, n_params: int) -> float:
         """Predicted seconds of ``optimizer.step()`` for this many tensors and parameters."""
