@@ -65,10 +65,14 @@ FRACTIONS = (0.5, 0.25, 0.1)
 REFERENCE = (0.002, 32, 0.9, 0.0)
 
 
-def real_sgd(model, x, y, lr, batch, momentum, wd, steps, every, seed=0) -> pd.DataFrame:
-    """The real network, fine-tuned by SGD with BatchNorm in eval mode, on the same batches
-    as linearized_sgd draws; the loss is read every ``every`` steps and at every step of the
-    first tenth (what the extrapolation baseline sees, ``attrs["head"]``)."""
+def real_sgd(
+    model, x, y, lr, batch, momentum, wd, steps, every, seed=0, bn_train=False
+) -> pd.DataFrame:
+    """The real network, fine-tuned by SGD on the same batches as linearized_sgd draws, with
+    BatchNorm in eval mode (or, ``bn_train``, in train mode: batch statistics in each step,
+    running statistics updated); the full training loss is read in eval mode every ``every``
+    steps and at every step of the first tenth (what the extrapolation baseline sees,
+    ``attrs["head"]``)."""
     net = copy.deepcopy(model).eval()
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=wd)
     batches, rows, step_s = shuffled_batches(len(y), batch, seed), [], []
@@ -81,9 +85,11 @@ def real_sgd(model, x, y, lr, batch, momentum, wd, steps, every, seed=0) -> pd.D
             break
         idx = next(batches)
         start = time.perf_counter()
+        net.train(bn_train)
         opt.zero_grad()
         F.cross_entropy(net(x[idx]), y[idx]).backward()
         opt.step()
+        net.eval()
         step_s.append(time.perf_counter() - start)
     read = pd.DataFrame(rows, columns=["step", "loss"])
     out = read[read.step % every == 0].reset_index(drop=True)
@@ -119,6 +125,12 @@ def main() -> None:
     )
     ap.add_argument("--more", action="store_true", help="add the MORE_CONFIGS")
     ap.add_argument("--csv-dir", default="docs", help="where the per-level CSV goes")
+    ap.add_argument(
+        "--bn-train",
+        action="store_true",
+        help="fine-tune the real network with BatchNorm in train mode (the SDE and the exact "
+        "run linearize the eval-mode network either way)",
+    )
     args = ap.parse_args()
     configs = CONFIGS + (MORE_CONFIGS if args.more else [])
     torch.manual_seed(0)
@@ -155,7 +167,9 @@ def main() -> None:
             exact = pd.concat(runs).groupby("step", as_index=False)["loss"].mean()
         exact_s = (time.perf_counter() - t0) / max(1, args.exact_seeds)
         t0 = time.perf_counter()
-        real = real_sgd(model, x, y, lr, batch, momentum, wd, args.steps, args.every)
+        real = real_sgd(
+            model, x, y, lr, batch, momentum, wd, args.steps, args.every, bn_train=args.bn_train
+        )
         real_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         estimates = [sde.steps_to_loss(v, max_steps=args.steps, **hyper) for v in levels]
@@ -233,8 +247,11 @@ def main() -> None:
     print(table.to_markdown(index=False))
     print(linearity_summary(checked, args.steps))
     per_level = with_rescaled_reference(pd.DataFrame(records), args.steps)
+    if args.bn_train:
+        per_level["backbone"] += " (BN train)"  # plot_fidelity.py's tables keep them apart
     print(baseline_summary(per_level))
-    csv = Path(args.csv_dir) / f"bench_fidelity_resnet{args.depth}.csv"
+    suffix = "_bn_train" if args.bn_train else ""
+    csv = Path(args.csv_dir) / f"bench_fidelity_resnet{args.depth}{suffix}.csv"
     per_level.to_csv(csv, index=False)
     print(f"per-level rows: {csv} (plot: python scripts/plot_fidelity.py)")
     if args.no_exact:

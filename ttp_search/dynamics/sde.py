@@ -109,7 +109,10 @@ class LinearizedSDE:
     """Predict SGD fine-tuning curves and steps to a target loss without training.
 
     Args:
-        model: the pretrained network (evaluated in eval mode; not modified).
+        model: the pretrained network (evaluated in eval mode; not modified). What is
+            predicted is fine-tuning with BatchNorm frozen (eval mode, as the linearization
+            is taken); fine-tuning in train mode renormalises every batch and trains on
+            another path, which the prediction does not follow (BENCHMARKS.md, bench-fidelity).
         inputs, targets: the fine-tuning training set. ``loss="ce"``: integer class labels;
             ``loss="mse"``: targets shaped like the model's outputs.
         num_samples: samples used for the Jacobian (a seeded random subset when fewer;
