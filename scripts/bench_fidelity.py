@@ -250,8 +250,9 @@ def main() -> None:
     if args.bn_train:
         per_level["backbone"] += " (BN train)"  # plot_fidelity.py's tables keep them apart
     print(baseline_summary(per_level))
-    suffix = "_bn_train" if args.bn_train else ""
-    csv = Path(args.csv_dir) / f"bench_fidelity_resnet{args.depth}{suffix}.csv"
+    # The BN-train rows stay out of plot_fidelity.py's bench_fidelity_resnet*.csv.
+    mode = "bn_train_" if args.bn_train else ""
+    csv = Path(args.csv_dir) / f"bench_fidelity_{mode}resnet{args.depth}.csv"
     per_level.to_csv(csv, index=False)
     print(f"per-level rows: {csv} (plot: python scripts/plot_fidelity.py)")
     if args.no_exact:
