@@ -196,9 +196,10 @@ def test_a_calibration_past_its_deadline_still_times_every_optimizer_three_times
     assert min(kinds) >= MIN_UPDATE_TIMINGS
 
 
-def test_each_optimizer_gets_its_own_update_model_from_three_timings():
+def _fitted_updates(seconds_per_param: dict[str, float]) -> LayerTimeModel:
+    """A model fitted to three exact update timings per optimizer (10 tensors each)."""
     data = CalibrationData(fingerprint={}, peak_flops=1e9, bandwidth=1e9)
-    for kind, per_param in (("sgd", 1e-9), ("adam", 4e-9)):
+    for kind, per_param in seconds_per_param.items():
         for numel in (1e4, 1e5, 1e6):
             data.opt_kind.append(kind)
             data.opt_n_tensors.append(10)
@@ -206,21 +207,18 @@ def test_each_optimizer_gets_its_own_update_model_from_three_timings():
             data.opt_time.append(1e-5 + per_param * numel)
     model = LayerTimeModel()
     model._fit_optimizer(data)
+    return model
+
+
+def test_each_optimizer_gets_its_own_update_model_from_three_timings():
+    model = _fitted_updates({"sgd": 1e-9, "adam": 4e-9})
     sgd, adam = (model.optimizer_seconds(k, 10, 10**6) for k in ("sgd", "adam"))
     assert adam == pytest.approx(4 * sgd, rel=0.05)
 
 
 def test_a_heavier_optimizer_is_never_priced_below_a_lighter_one():
     """Timing noise (a loaded machine) measured Adam's updates below SGD's."""
-    data = CalibrationData(fingerprint={}, peak_flops=1e9, bandwidth=1e9)
-    for kind, per_param in (("sgd", 4e-9), ("momentum", 2e-9), ("adam", 1e-9), ("adamw", 3e-9)):
-        for numel in (1e4, 1e5, 1e6):
-            data.opt_kind.append(kind)
-            data.opt_n_tensors.append(10)
-            data.opt_numel.append(numel)
-            data.opt_time.append(1e-5 + per_param * numel)
-    model = LayerTimeModel()
-    model._fit_optimizer(data)
+    model = _fitted_updates({"sgd": 4e-9, "momentum": 2e-9, "adam": 1e-9, "adamw": 3e-9})
     cost = [model.optimizer_seconds(k, 10, 10**6) for k in ("sgd", "momentum", "adam", "adamw")]
     assert cost == sorted(cost)
     assert cost[3] == pytest.approx(1e-5 + 4e-3, rel=0.05)  # measured below SGD: floored there
