@@ -126,8 +126,8 @@ def _relative_nnls(
 # Kernels and the optimizer update are measured directly: with few calibration networks,
 # their multipliers stay near 1 rather than being traded against the overhead terms.
 _STEP_PRIOR = {0: 1.0, 3: 1.0}
-_BY_WORK = ("sgd", "momentum", "adam", "adamw")  # optimizer updates, lightest first
 _STEP_PRIOR_STRENGTH = 2.0
+_BY_WORK = ("sgd", "momentum", "adam", "adamw")  # optimizer updates, lightest first
 
 
 @dataclass
