@@ -132,6 +132,8 @@ def main() -> None:
         "run linearize the eval-mode network either way)",
     )
     args = ap.parse_args()
+    if args.exact_seeds < 1:
+        ap.error(f"--exact-seeds must be at least 1, got {args.exact_seeds}")
     configs = CONFIGS + (MORE_CONFIGS if args.more else [])
     torch.manual_seed(0)
     try:
@@ -327,17 +329,23 @@ def extrapolated_steps(head: np.ndarray, level: float, max_steps: int) -> float:
 def with_rescaled_reference(per_level: pd.DataFrame, max_steps: int) -> pd.DataFrame:
     """Baseline (i): the REFERENCE configuration's real steps at each level, times its
     effective learning rate over the configuration's; NaN where the grid lacks REFERENCE."""
+    lr, _, momentum, _ = REFERENCE
+    ref = per_level[is_reference(per_level)].set_index("level")["real_steps"]
+    effective = per_level.lr / (1 - per_level.momentum)
+    scaled = per_level.level.map(ref) * (lr / (1 - momentum)) / effective
+    per_level["rescaled_steps"] = scaled.where(scaled.isna() | (scaled <= max_steps), math.inf)
+    per_level["rescaled_steps"] = per_level["rescaled_steps"].round()
+    return per_level
+
+
+def is_reference(per_level: pd.DataFrame) -> pd.Series:
     lr, batch, momentum, wd = REFERENCE
-    ref = per_level[
+    return (
         (per_level.lr == lr)
         & (per_level.batch_size == batch)
         & (per_level.momentum == momentum)
         & (per_level.weight_decay == wd)
-    ].set_index("level")["real_steps"]
-    effective = per_level.lr / (1 - per_level.momentum)
-    scaled = per_level.level.map(ref) * (lr / (1 - momentum)) / effective
-    per_level["rescaled_steps"] = scaled.where(scaled <= max_steps, math.inf).round()
-    return per_level
+    )
 
 
 def baseline_summary(per_level: pd.DataFrame) -> str:
@@ -345,14 +353,7 @@ def baseline_summary(per_level: pd.DataFrame) -> str:
     all of them and those where the SDE is trusted (stable, linearity check holds); a level
     a predictor says is out of reach counts as a miss. The reference configuration is left
     out (baseline (i) reproduces it by construction)."""
-    lr, batch, momentum, wd = REFERENCE
-    is_ref = (
-        (per_level.lr == lr)
-        & (per_level.batch_size == batch)
-        & (per_level.momentum == momentum)
-        & (per_level.weight_decay == wd)
-    )
-    rows = per_level[~is_ref & np.isfinite(per_level.real_steps)]
+    rows = per_level[~is_reference(per_level) & np.isfinite(per_level.real_steps)]
     trusted = rows.stable.astype(bool) & (rows.check_holds == True)  # noqa: E712 (None too)
     table = []
     for name, column in (
@@ -362,6 +363,9 @@ def baseline_summary(per_level: pd.DataFrame) -> str:
     ):
         errors = (rows[column] - rows.real_steps).abs() / rows.real_steps
         entry = {"predictor": name}
+        if rows[column].isna().all():  # the grid lacks the reference
+            table.append(entry)
+            continue
         for part, mask in (("all", slice(None)), ("SDE trusted", trusted)):
             e = errors[mask]
             entry[f"{part}: median error"] = f"{100 * e.median():.1f}%"
