@@ -100,7 +100,8 @@ def config_matrix(trials) -> np.ndarray | None:
             columns.append(np.log(v) if v.min() > 0 and v.max() > 10 * v.min() else v)
         else:
             columns.extend(
-                (np.asarray(values, dtype=object) == c).astype(float) for c in set(values)
+                (np.asarray(values, dtype=object) == c).astype(float)
+                for c in sorted(set(values), key=str)
             )
     return np.column_stack(columns)
 
