@@ -180,3 +180,26 @@ def test_the_finished_table_is_reused_only_for_the_same_curves():
     probe = _cut(curves[1], 10)
     fresh = StudyPredictor(min_trials=5).fit(moved, changed, 0.5).predict(probe)
     assert model.fit(moved, changed, 0.5).predict(probe).mean == fresh.mean
+
+
+def test_the_observed_feature_read_all_at_once_is_each_curves_own_read():
+    from ttp_search.curves.study import _FinishedTable
+
+    rng = np.random.default_rng(4)
+    curves = []
+    for i in range(120):
+        steps = np.unique(np.cumsum(rng.uniform(0.5, 3, rng.integers(1, 30))).round(1))
+        values = rng.normal(size=steps.size)
+        if i % 10 == 0 and steps.size > 2:
+            values[1] = [np.inf, -np.inf, np.nan][i % 3]  # np.interp's own rules apply
+        curves.append(PartialCurve(steps, values, float(rng.uniform(5, 60))))
+    curves.append(PartialCurve(np.empty(0), np.empty(0), 10.0))
+    table = _FinishedTable(curves)
+    for at in [*rng.uniform(0.01, 1.0, 40), curves[1].steps[1] / curves[1].budget]:
+        expected = [
+            curve_features(c, at, ("observed",))[0] if c.reaches(at) else None for c in curves
+        ]
+        got = table.observed(at)
+        for i, value in enumerate(expected):
+            if value is not None:
+                np.testing.assert_array_equal(got[i], value)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from ttp_search.engine import TrialCurve
-from ttp_search.engine.decision import PeerTable, Rule
+from ttp_search.engine.decision import Rule
+from ttp_search.engine.ended import PeerTable
 from ttp_search.engine.judging import DecisionOptions
 
 BUDGET = 40
@@ -139,15 +140,40 @@ def test_peer_table_reads_what_np_interp_reads_bit_for_bit():
     assert PeerTable([TrialCurve([1.0], [np.nan], budget_steps=4)]).values_at(0.1).size == 0
 
 
-def test_the_kept_core_rebuilds_its_peer_table_when_a_trial_ends():
+def test_the_kept_core_reads_ended_trials_again_only_when_a_trial_ends():
     options = DecisionOptions(n_startup_trials=5)
     others = _finished(12)
     running = _curve(0.5, upto=20)
     first = options.judge("maximize", running, others, None)
-    table = options.core("maximize")._ended_peers
+    ended = options.core("maximize")._ended
     assert options.judge("maximize", running, others, None) == first
-    assert options.core("maximize")._ended_peers is table  # the same trials: reused
+    assert options.core("maximize")._ended is ended  # the same trials: reused
     others = [*others, _curve(0.99, finished=True, label=99)]
     later = options.judge("maximize", running, others, None)
-    assert options.core("maximize")._ended_peers is not table
+    assert options.core("maximize")._ended is not ended
     assert later == DecisionOptions(n_startup_trials=5).judge("maximize", running, others, None)
+
+
+@pytest.mark.parametrize("features", [("observed",), ("observed", "slope"), None])
+def test_a_kept_core_decides_as_a_fresh_one_at_every_report(features):
+    # What is kept from ended trials (incumbent, peers, fits per grid point, a new trial's
+    # chance) must never change a decision: replay a study and judge every report twice.
+    rng = np.random.default_rng(5)
+    kept = DecisionOptions(n_startup_trials=3, study_features=features, margin=0.01)
+    others: list[TrialCurve] = []
+    for label, ceiling in enumerate(rng.uniform(0.3, 1.0, 30)):
+        budget = None if label % 3 == 0 else BUDGET
+        for upto in range(4, BUDGET + 1, 2):
+            trial = _curve(float(ceiling), upto=upto, label=label)
+            trial.budget_steps = budget
+            fresh = DecisionOptions(n_startup_trials=3, study_features=features, margin=0.01)
+            decision = kept.judge("maximize", trial, others, None)
+            assert decision == fresh.judge("maximize", trial, others, None)
+            if decision.prune:
+                others.append(_curve(float(ceiling), upto=upto, pruned=True, label=label))
+                break
+        else:
+            others.append(_curve(float(ceiling), finished=True, label=label))
+        others[-1].budget_steps = budget  # a completed trial without one is judged at its end
+    assert any(t.pruned for t in others) and sum(t.finished for t in others) > 10
+    assert any(t.finished and t.budget_steps is None for t in others)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 from scipy.optimize import isotonic_regression
@@ -39,6 +40,7 @@ from scipy.special import ndtr
 from ttp_search._checks import check_int, check_real, check_value_range
 from ttp_search.curves.extrapolate import Extrapolation, invert_cdf
 from ttp_search.curves.features import FEATURES, PartialCurve, curve_features
+from ttp_search.curves.stack import CurveStack
 from ttp_search.errors import InvalidInputError
 
 #: What the ablation in BENCHMARKS.md (bench-ranking) kept: no other feature raised the tuning
@@ -230,6 +232,9 @@ class StudyPredictor:
         keep = np.flatnonzero(table.reaching(at) & np.isfinite(finals))
         if keep.size == 0:
             X = np.empty((0, len(self.features)))
+        elif self.features == ("observed",):
+            # The default feature, read for every finished curve at once.
+            X = table.observed(at)[keep, None]
         else:
             X = np.vstack([self._row(table.curves[i], at) for i in keep])
         table.examples[at] = (X, finals[keep], finals.copy())
@@ -403,6 +408,31 @@ class _FinishedTable:
     def reaching(self, at: float) -> np.ndarray:
         # The same arithmetic as ``PartialCurve.reaches``, for every curve at once.
         return self.last >= at * self.budget * (1 - 1e-9)
+
+    @cached_property
+    def _stacked(self) -> tuple[np.ndarray, CurveStack]:
+        # Curves with a non-finite report are read one by one: ``np.interp`` has its own
+        # rules for inf, which the stack does not copy.
+        regular = np.array(
+            [c.steps.size > 0 and bool(np.all(np.isfinite(c.values))) for c in self.curves],
+            dtype=bool,
+        )
+        kept = [self.curves[i] for i in np.flatnonzero(regular)]
+        stack = CurveStack(
+            [c.steps for c in kept], [c.values for c in kept], [c.budget for c in kept]
+        )
+        return regular, stack
+
+    def observed(self, at: float) -> np.ndarray:
+        """Every curve's value at ``at`` of its budget (the ``observed`` feature; a curve
+        without reports reads ``nan``)."""
+        regular, stack = self._stacked
+        out = np.full(len(self.curves), np.nan)
+        out[regular] = stack.values_at(at)
+        for i in np.flatnonzero(~regular):
+            if self.curves[i].steps.size:
+                out[i] = self.curves[i].upto(at)[1][-1]  # as ``curve_features`` reads it
+        return out
 
 
 def _monotone_map(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

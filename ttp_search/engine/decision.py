@@ -9,7 +9,6 @@ a trial whose predicted cost to finish exceeds what is left of the study's time 
 
 from __future__ import annotations
 
-import copy
 import enum
 import math
 import warnings
@@ -26,6 +25,7 @@ from ttp_search._checks import (
 )
 from ttp_search.budget.schedule import KINDS, ScheduleLike, as_schedule, rate_of
 from ttp_search.curves import PartialCurve, StudyPrediction, StudyPredictor, extrapolate
+from ttp_search.engine.ended import EndedTrials
 from ttp_search.errors import InvalidInputError
 
 Direction = Literal["minimize", "maximize"]
@@ -225,7 +225,7 @@ class DecisionCore:
                 f"the predictor's direction {predictor.direction!r} is not {direction!r}"
             )
         self.predictor = predictor
-        self._ended_peers: PeerTable | None = None  # kept by ``peer_rank``
+        self._ended: EndedTrials | None = None  # kept while the same trials have ended
         if band_tolerance is not None:
             band_tolerance = check_real("band_tolerance", band_tolerance, low=0.0)
         self.band_tolerance = band_tolerance
@@ -260,9 +260,12 @@ class DecisionCore:
         Returns the value, how many finished trials were compared, and the label of the
         trial the value belongs to.
         """
-        done = [t for t in others if t.finished and t.result is not None]
-        done = [t for t in done if math.isfinite(t.result)]
-        best_trial = min(done, key=lambda t: self._sign * t.result) if done else None
+        return self._incumbent(self.ended_trials(others), others)
+
+    def _incumbent(
+        self, ended: EndedTrials, others: Sequence[TrialCurve]
+    ) -> tuple[float | None, int, object]:
+        best_trial = ended.best
         best = best_trial.result if best_trial is not None else None
         label = best_trial.label if best_trial is not None else None
         for t in others:
@@ -272,7 +275,15 @@ class DecisionCore:
             pessimistic = high if self.direction == "minimize" else low
             if best is not None and math.isfinite(pessimistic) and self.better(pessimistic, best):
                 best, label = pessimistic, t.label
-        return best, len(done), label
+        return best, len(ended.done), label
+
+    def ended_trials(self, others: Sequence[TrialCurve]) -> EndedTrials:
+        """The finished and pruned trials among ``others``, with what was read from them
+        (kept while the same trial objects have ended)."""
+        ended = [t for t in others if t.finished or t.pruned]
+        if self._ended is None or not self._ended.holds(ended):
+            self._ended = EndedTrials(ended, self._sign)
+        return self._ended
 
     def predict(self, trial: TrialCurve):
         """Extrapolate the trial to its budget; ``None`` when there is too little to go on."""
@@ -294,18 +305,17 @@ class DecisionCore:
         """The trial's predicted final value: from the study's finished trials where enough
         of them reach its fraction of the budget, else (or mixed with) its own extrapolation;
         ``None`` when there is too little to go on."""
+        return self._estimate(trial, self.ended_trials(others))
+
+    def _estimate(self, trial: TrialCurve, ended: EndedTrials):
         if self.predictor is None or not trial.budget_steps:
             return self.predict(trial)
         budget = max(float(trial.budget_steps), trial.last_step)
         at = self.predictor.grid_fraction(trial.last_step / budget)
         if at is None:
             return self.predict(trial)
-        done = [
-            t for t in others if t.finished and t.result is not None and math.isfinite(t.result)
-        ]
-        curves = [t.partial(t.budget_steps or t.last_step) for t in done]
-        reach = self.predictor.count_reaching(curves, at)
-        if reach < self.predictor.min_trials:
+        reach, model = ended.study_fit(self.predictor, at)
+        if model is None:
             return self.predict(trial)
         # The trial's own extrapolation is the fallback while few trials have finished; after
         # that ``decide`` asks it for a second opinion before a stop.
@@ -314,9 +324,6 @@ class DecisionCore:
             fallback = self.predict(trial)
             if fallback is None:
                 return None
-        pruned = [t.partial(t.budget_steps) for t in others if t.pruned and t.budget_steps]
-        model = copy.copy(self.predictor)  # fitted state per decision; the cache is shared
-        model.fit(curves, [t.result for t in done], at, pruned=pruned)
         return model.predict(trial.partial(budget), fallback=fallback)
 
     def second_opinion(self, trial: TrialCurve, est, bar: float):
@@ -370,7 +377,8 @@ class DecisionCore:
             raise InvalidInputError("a trial's report steps must be strictly increasing")
 
         # Every decision says what it was compared with (across workers on a shared storage).
-        best, n_done, best_label = self.incumbent(others)
+        ended = self.ended_trials(others)
+        best, n_done, best_label = self._incumbent(ended, others)
         seen = {"n_completed": n_done}
         if best_label is not None:
             seen["incumbent_trial"] = best_label
@@ -417,7 +425,7 @@ class DecisionCore:
                 extra=seen,
                 rule=Rule.WARMUP,
             )
-        est = self.estimate(trial, others)
+        est = self._estimate(trial, ended)
         if est is None:
             return Decision(
                 False,
@@ -442,7 +450,7 @@ class DecisionCore:
         p = est.prob_better_than(bar)
         if p >= self.threshold:
             return self._may_beat(p, bar, fields)
-        peer_rank = self.peer_rank(trial, others)
+        peer_rank = self._peer_rank(trial, ended, others)
         if peer_rank is not None and peer_rank >= self.peer_percentile / 100.0:
             return Decision(
                 False,
@@ -452,7 +460,7 @@ class DecisionCore:
                 rule=Rule.AHEAD_OF_PEERS,
                 **fields,
             )
-        new_trial = self.new_trial_rate(others, bar)
+        new_trial = ended.new_trial_rate(bar)
         weighed = new_trial is not None and remaining is not None and remaining > 0
         if weighed:
             chance = est.chance_better_than(bar)  # the guard is the cautious one
@@ -508,17 +516,7 @@ class DecisionCore:
         """What a new trial buys: (chance it ends beating ``bar``, seconds it costs), from
         the study's finished and pruned trials (a pruned trial counts as a miss); ``None``
         when none has a cost."""
-        ended = [t for t in others if (t.finished or t.pruned) and t.steps.size]
-        costs = [c for c in (t.cost() for t in ended) if c is not None and c > 0]
-        if not costs:
-            return None
-        hits = sum(
-            1
-            for t in ended
-            if t.finished and t.result is not None and not self.better(bar, t.result)
-        )
-        # Laplace's rule keeps an unlucky or a lucky start from reading as 0 or 1.
-        return (hits + 1) / (len(ended) + 2), float(np.mean(costs))
+        return self.ended_trials(others).new_trial_rate(bar)
 
     def outside_band(self, trial: TrialCurve) -> str | None:
         """Why the trial has left its predicted band in the bad direction, or ``None``."""
@@ -548,15 +546,16 @@ class DecisionCore:
         same share of its own budget (linearly interpolated between reports); ``None`` when
         fewer than ``n_min_trials`` peers have got that far.
         """
+        return self._peer_rank(trial, self.ended_trials(others), others)
+
+    def _peer_rank(
+        self, trial: TrialCurve, ended: EndedTrials, others: Sequence[TrialCurve]
+    ) -> float | None:
         if not trial.budget_steps:
             return None
         frac = trial.last_step / trial.budget_steps
         mine = float(trial.values[-1])
-        ended = [t for t in others if t.finished or t.pruned]
-        table = self._ended_peers
-        if table is None or not table.holds(ended):
-            table = self._ended_peers = PeerTable(ended)
-        peers = list(table.values_at(frac))
+        peers = list(ended.peers.values_at(frac))
         for t in others:
             if t.finished or t.pruned or not t.budget_steps or t.steps.size == 0:
                 continue
@@ -567,45 +566,3 @@ class DecisionCore:
         if len(peers) < max(self.n_min_trials, 1):
             return None
         return float(np.mean(self._sign * mine < self._sign * np.asarray(peers)))
-
-
-class PeerTable:
-    """The reports of trials that will not report again (finished, pruned), concatenated
-    into flat arrays, so reading 1,000 of them at one budget fraction is a few array
-    operations over their reports (no padding: one trial's 100,000 reports cost no more than
-    they are); kept by the core while the same trial objects come back (adapters keep ended
-    trials' curves). Reads what ``np.interp`` would, to the bit."""
-
-    def __init__(self, trials: Sequence[TrialCurve]) -> None:
-        self.trials = tuple(trials)
-        usable = [
-            t
-            for t in self.trials
-            if t.budget_steps and t.steps.size and np.all(np.isfinite(t.values))
-        ]
-        lengths = np.array([t.steps.size for t in usable], dtype=np.int64)
-        self.starts, self.lengths = np.cumsum(lengths) - lengths, lengths
-        self.row = np.repeat(np.arange(len(usable)), lengths)
-        self.steps = np.concatenate([t.steps for t in usable]) if usable else np.empty(0)
-        self.values = np.concatenate([t.values for t in usable]) if usable else np.empty(0)
-        self.budget = np.array([t.budget_steps for t in usable], dtype=np.float64)
-        self.last = np.array([t.steps[-1] for t in usable], dtype=np.float64)
-
-    def holds(self, trials: Sequence[TrialCurve]) -> bool:
-        return len(trials) == len(self.trials) and all(
-            a is b for a, b in zip(trials, self.trials, strict=True)
-        )
-
-    def values_at(self, fraction: float) -> np.ndarray:
-        """Each trial's value at ``fraction`` of its budget, for those that got there."""
-        at = fraction * self.budget
-        # The last report at or before ``at`` (the first when ``at`` precedes every report).
-        seen = np.bincount(self.row, weights=self.steps <= at[self.row], minlength=at.size)
-        j = np.maximum(seen.astype(np.int64) - 1, 0)
-        nxt = np.minimum(j + 1, self.lengths - 1)
-        x0, y0 = self.steps[self.starts + j], self.values[self.starts + j]
-        x1, y1 = self.steps[self.starts + nxt], self.values[self.starts + nxt]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            between = (y1 - y0) / (x1 - x0) * (at - x0) + y0
-        out = np.where((x0 >= at) | (nxt == j), y0, between)
-        return out[self.last >= at]

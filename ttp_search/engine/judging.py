@@ -45,6 +45,7 @@ class DecisionOptions:
     # read once (not init fields: `dataclasses.replace` gives a copy its own).
     _predictors: dict = field(default_factory=dict, init=False, compare=False, repr=False)
     _cores: dict = field(default_factory=dict, init=False, compare=False, repr=False)
+    _budgeted: dict = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         check_int("interval_steps", self.interval_steps, 1)
@@ -124,15 +125,27 @@ class DecisionOptions:
         budget = self.budget_for(trial, others)
         if budget != trial.budget_steps:
             trial = replace(trial, budget_steps=budget)
-        # A completed trial without a budget ran to its last step: that is its budget when
-        # peers are compared at the same fraction of theirs.
-        others = [
-            replace(c, budget_steps=c.last_step)
-            if c.finished and c.budget_steps is None and c.steps.size
-            else c
-            for c in others
-        ]
-        return self.core(direction).decide(trial, others, time_left_s=time_left_s)
+        return self.core(direction).decide(
+            trial, self._with_budgets(others), time_left_s=time_left_s
+        )
+
+    def _with_budgets(self, others: Sequence[TrialCurve]) -> list[TrialCurve]:
+        """``others``, a completed trial without a budget given its last step as one (it ran
+        to it: peers are compared at the same fraction of theirs). The copies are kept, the
+        same object for the same trial at every decision, so the core's reads of ended
+        trials are reused rather than made again."""
+        kept, out = {}, []
+        for c in others:
+            if c.finished and c.budget_steps is None and c.steps.size:
+                pair = self._budgeted.get(id(c))
+                if pair is None or pair[0] is not c:
+                    pair = (c, replace(c, budget_steps=c.last_step))
+                kept[id(c)] = pair
+                c = pair[1]
+            out.append(c)
+        self._budgeted.clear()  # only the trials of this decision: bounded by the study
+        self._budgeted.update(kept)
+        return out
 
 
 def check_default_budget(default_budget_steps: object) -> float | None:

@@ -92,7 +92,7 @@ class TTPPruner(BasePruner):
                 **more_options,
             )
         self.options = options
-        self._finished: dict[tuple, TrialCurve] = {}
+        self._ended: dict[object, dict[int, TrialCurve]] = {}
 
     @property
     def study_budget_s(self) -> float | None:
@@ -101,9 +101,16 @@ class TTPPruner(BasePruner):
     def decide(self, study: optuna.Study, trial: FrozenTrial) -> Decision:
         """The decision for ``trial`` at its latest report, without storing anything."""
         trials = study.get_trials(deepcopy=False)  # one read of the storage per decision
-        store = storage_of(study)
-        curves = [self._curve(store, t) for t in trials if t.number != trial.number]
-        curves = [c for c in curves if c is not None]
+        # Ended trials' curves are kept per storage (not per storage id, which a later
+        # storage could reuse) and storage trial id.
+        ended = self._ended.setdefault(storage_of(study), {})
+        curves = []
+        for t in trials:
+            curve = ended.get(trial_id(t))
+            if curve is None and t.number != trial.number:
+                curve = self._curve(ended, t)
+            if curve is not None:
+                curves.append(curve)
         me = storage.trial_curve(trial, measure_now=True)
         time_left = storage.study_time_left(study, self.options.study_budget_s, trials)
         direction = "maximize" if study.direction == StudyDirection.MAXIMIZE else "minimize"
@@ -131,18 +138,13 @@ class TTPPruner(BasePruner):
         left = storage.study_time_left(study, self.options.study_budget_s)
         return left is not None and left <= 0
 
-    def _curve(self, store: object, trial: FrozenTrial) -> TrialCurve | None:
-        """The core's view of another trial; a completed trial's is built once and kept
-        (Optuna refuses changes to finished trials), so a decision among 1,000 trials does
-        not rebuild 1,000 curves. Pruned trials are kept as censored examples."""
+    def _curve(self, ended: dict[int, TrialCurve], trial: FrozenTrial) -> TrialCurve | None:
+        """The core's view of another trial; a completed or pruned trial's is kept in
+        ``ended`` (Optuna refuses changes to finished trials), so a decision among 1,000
+        trials does not rebuild 1,000 curves. Pruned trials are censored examples."""
         if trial.state == TrialState.RUNNING:
             return storage.trial_curve(trial)
         if trial.state not in (TrialState.COMPLETE, TrialState.PRUNED):
             return None
-        # The storage object itself (not its id, which a later storage could reuse) and the
-        # storage's trial id name the trial across studies.
-        key = (store, trial_id(trial))
-        curve = self._finished.get(key)
-        if curve is None:
-            curve = self._finished[key] = storage.trial_curve(trial)
+        curve = ended[trial_id(trial)] = storage.trial_curve(trial)
         return curve
