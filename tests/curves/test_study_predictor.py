@@ -180,6 +180,16 @@ def test_the_finished_table_is_reused_only_for_the_same_curves():
     probe = _cut(curves[1], 10)
     fresh = StudyPredictor(min_trials=5).fit(moved, changed, 0.5).predict(probe)
     assert model.fit(moved, changed, 0.5).predict(probe).mean == fresh.mean
+    # Pruned trials' finals are imputed by the map at their last grid point, kept with the
+    # examples it was fitted on: another final there fits it again.
+    pruned = [_cut(c, 16) for c in _study(6, seed=7)[0]]
+    probe = _cut(curves[1], 6)
+    for finals_now in (finals, changed, finals):
+        fresh = StudyPredictor(min_trials=5).fit(moved, finals_now, 0.25, pruned=pruned)
+        kept = model.fit(moved, finals_now, 0.25, pruned=pruned)
+        assert kept.n_rows_ == fresh.n_rows_ == 36  # 30 finished, 6 censored
+        a, b = kept.predict(probe), fresh.predict(probe)
+        assert (a.mean, a.low, a.high) == (b.mean, b.low, b.high)
 
 
 def test_the_observed_feature_read_all_at_once_is_each_curves_own_read():

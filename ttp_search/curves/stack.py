@@ -42,8 +42,9 @@ class CurveStack:
             return np.empty(0)
         at = fraction * self.budgets
         # The last report at or before ``at`` (the first when ``at`` precedes every report).
-        seen = np.bincount(self.row, weights=self.steps <= at[self.row], minlength=self.size)
-        j = np.maximum(seen.astype(np.int64) - 1, 0)
+        reached = (self.steps <= at[self.row]).view(np.int8)
+        seen = np.add.reduceat(reached, self.starts, dtype=np.int64)  # no curve is empty
+        j = np.maximum(seen - 1, 0)
         nxt = np.minimum(j + 1, self.lengths - 1)
         x0, y0 = self.steps[self.starts + j], self.values[self.starts + j]
         x1, y1 = self.steps[self.starts + nxt], self.values[self.starts + nxt]

@@ -201,10 +201,11 @@ class StudyPredictor:
         if at is None:
             raise InvalidInputError(f"fraction {fraction!r} is before the first grid point")
         finals = np.asarray(finals, dtype=np.float64)
-        X, y = self._examples(curves, finals, at)
+        table = self._table(curves)  # checked once per fit: it is 1,000 identity checks
+        X, y = self._examples(table, finals, at)
         real = np.ones(y.size, dtype=bool)
         if pruned:
-            X_more, y_more = self._censored(curves, finals, pruned, at)
+            X_more, y_more = self._censored(table, finals, pruned, at)
             X, y = np.vstack([X, X_more]), np.r_[y, y_more]
             real = np.r_[real, np.zeros(y_more.size, dtype=bool)]
         self.fraction_, self.n_trials_ = at, int(real.sum())
@@ -222,10 +223,11 @@ class StudyPredictor:
             table = self._tables["finished"] = _FinishedTable(curves)
         return table
 
-    def _examples(self, curves, finals: np.ndarray, at: float) -> tuple[np.ndarray, np.ndarray]:
+    def _examples(
+        self, table: _FinishedTable, finals: np.ndarray, at: float
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Feature rows and finals of the finished curves that reach ``at`` (kept per grid
         point while the finished trials and their finals are the same)."""
-        table = self._table(curves)
         found = table.examples.get(at)
         if found is not None and np.array_equal(found[2], finals, equal_nan=True):
             return found[0], found[1]
@@ -240,7 +242,7 @@ class StudyPredictor:
         table.examples[at] = (X, finals[keep], finals.copy())
         return X, finals[keep]
 
-    def _censored(self, curves, finals, pruned, at):
+    def _censored(self, table: _FinishedTable, finals, pruned, at):
         """Pruned curves reaching ``at``, with finals imputed at the last point they reached."""
         rows, targets = [], []
         by_last: dict[float, list[PartialCurve]] = {}
@@ -249,17 +251,29 @@ class StudyPredictor:
             if last is not None and last > at and c.reaches(at):
                 by_last.setdefault(last, []).append(c)
         for last, group in sorted(by_last.items()):
-            X_last, y_last = self._examples(curves, finals, last)
-            if y_last.size < self.min_trials:
+            found = self._map_at(table, finals, last)
+            if found is None:
                 continue
-            usable = _usable_columns(X_last)
-            fitted = self._fit_map(X_last[:, usable], y_last)
+            fitted, usable = found
             for c in group:
                 targets.append(float(self._apply(fitted, self._row(c, last)[None, usable])[0]))
                 rows.append(self._row(c, at))
         if not rows:
             return np.empty((0, len(self.features))), np.empty(0)
         return np.vstack(rows), np.asarray(targets)
+
+    def _map_at(self, table: _FinishedTable, finals: np.ndarray, at: float):
+        """The map fitted on the finished examples at ``at`` and the columns it reads
+        (``None`` below ``min_trials`` examples); kept with the examples it was fitted on."""
+        X, y = self._examples(table, finals, at)
+        found = table.maps.get(at)
+        if found is None or found[0] is not X:
+            fitted = None
+            if y.size >= self.min_trials:
+                usable = _usable_columns(X)
+                fitted = (self._fit_map(X[:, usable], y), usable)
+            found = table.maps[at] = (X, fitted)
+        return found[1]
 
     def _fit_arrays(self, X: np.ndarray, y: np.ndarray, real: np.ndarray) -> None:
         """Fit the map on every row; keep residuals of ``real`` rows only: an imputed final
@@ -399,8 +413,11 @@ class _FinishedTable:
         self.last = np.array([c.steps[-1] if c.steps.size else -np.inf for c in self.curves])
         self.budget = np.array([c.budget for c in self.curves], dtype=np.float64)
         self.examples: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.maps: dict[float, tuple] = {}  # grid point -> (its examples, fitted map)
 
     def holds(self, curves: Sequence[PartialCurve]) -> bool:
+        if curves is self.curves:  # the same tuple (immutable) it was built from
+            return True
         return len(curves) == len(self.curves) and all(
             a is b for a, b in zip(curves, self.curves, strict=True)
         )
