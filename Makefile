@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-cost finetune bench-pipeline test lint bench-cost bench-curves bench-pruners bench-ray bench-steps bench-ranking bench-fidelity bench-load bench-drift curves-data calibrate clean-venv
+.PHONY: demo demo-cost finetune bench-pipeline test lint bench-cost bench-curves bench-pruners bench-ray bench-steps bench-ranking bench-fidelity bench-intervals bench-load bench-drift curves-data calibrate clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,9 @@ bench-ranking: $(STAMP)
 
 bench-fidelity: $(STAMP)
 	$(BIN)/python scripts/bench_fidelity.py
+
+bench-intervals: $(STAMP)
+	$(BIN)/python scripts/bench_intervals.py
 
 bench-drift: $(STAMP)
 	$(BIN)/python scripts/bench_drift.py

@@ -50,3 +50,15 @@ def test_the_planner_takes_it_as_one_object(grams):
         BudgetPlanner(lambda p: 1e-3, steps_model=model, steps_fn=model.steps)
     with pytest.raises(InvalidInputError, match="steps_model"):
         BudgetPlanner(lambda p: 1e-3, steps_model=object(), max_steps=10)
+
+
+def test_a_model_error_widens_every_interval_it_answers(grams):
+    from ttp_search.dynamics import ModelErrorInterval
+
+    start = grams.sde(["head"], extrapolate=False).predict_curve(0.1, 16, steps=1).loss.iloc[0]
+    params = {"lr": 0.2, "batch_size": 16, "momentum": 0.5}
+    plain = StepsToTarget(grams, 0.6 * start, max_steps=5000).steps(params)
+    error = ModelErrorInterval().fit([(10, 10, 10)] * 4, [10, 10, 10, 20])
+    wide = StepsToTarget(grams, 0.6 * start, max_steps=5000, model_error=error).steps(params)
+    assert wide[0] == plain[0]
+    assert wide[1:] == pytest.approx((plain[1] / 2, plain[2] * 2))

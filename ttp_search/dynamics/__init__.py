@@ -3,6 +3,7 @@
 from ttp_search.dynamics.blocks import BlockGrams
 from ttp_search.dynamics.jacobian import sketched_gram, sketched_jacobian, weight_direction
 from ttp_search.dynamics.linearity import LinearityCheck
+from ttp_search.dynamics.model_error import ModelErrorInterval
 from ttp_search.dynamics.sde import LinearizedSDE, StepsEstimate, schedule_factors
 from ttp_search.dynamics.target import StepsToTarget
 
@@ -10,6 +11,7 @@ __all__ = [
     "BlockGrams",
     "LinearityCheck",
     "LinearizedSDE",
+    "ModelErrorInterval",
     "StepsEstimate",
     "StepsToTarget",
     "schedule_factors",

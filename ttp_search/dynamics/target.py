@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from ttp_search._checks import check_int, check_real
 from ttp_search.budget.schedule import ScheduleLike
 from ttp_search.dynamics.blocks import BlockGrams
+from ttp_search.dynamics.model_error import ModelErrorInterval
 from ttp_search.dynamics.sde import LinearizedSDE
 
 
@@ -41,6 +42,9 @@ class StepsToTarget:
             target at its end).
         extrapolate: carry the spectrum from the sampled points to the whole data set
             (see :class:`LinearizedSDE`).
+        model_error: a fitted :class:`~ttp_search.dynamics.ModelErrorInterval` that widens
+            every steps interval by the model error measured on reference fine-tunings
+            (``None``: the SDE's own interval, its sampling noise only).
 
     Parameters are read by their PyTorch names: ``lr``, ``batch_size``, ``momentum`` and
     ``weight_decay`` (the last two default to 0). ``prediction_s_`` counts the seconds spent
@@ -56,6 +60,7 @@ class StepsToTarget:
         tuned_blocks: Callable[[dict], Sequence[str]] | None = None,
         schedule: ScheduleLike = "linear",
         extrapolate: bool = False,
+        model_error: ModelErrorInterval | None = None,
     ) -> None:
         self.grams = grams
         self.target = check_real("target", target, low=0.0)
@@ -63,6 +68,7 @@ class StepsToTarget:
         self.tuned_blocks = tuned_blocks
         self.schedule = schedule
         self.extrapolate = bool(extrapolate)
+        self.model_error = model_error
         self.prediction_s_ = 0.0
         self._sdes: dict[tuple[str, ...], LinearizedSDE] = {}
 
@@ -92,6 +98,8 @@ class StepsToTarget:
             est = sde.steps_to_loss(
                 self.target, **hyper, batch_size=int(params["batch_size"]), **run
             )
+            if self.model_error is not None:
+                est = self.model_error.widen(est)
             return est.steps, est.low, est.high
         finally:
             self.prediction_s_ += time.perf_counter() - start
