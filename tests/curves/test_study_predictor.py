@@ -213,3 +213,21 @@ def test_the_observed_feature_read_all_at_once_is_each_curves_own_read():
         for i, value in enumerate(expected):
             if value is not None:
                 np.testing.assert_array_equal(got[i], value)
+
+
+def test_a_subsets_map_from_the_whole_sets_ties_is_its_own_map():
+    from ttp_search.curves.study import _monotone_map
+
+    rng = np.random.default_rng(1)
+    for n in (2, 9, 400):
+        x = np.sort(np.round(rng.normal(size=n), 1))
+        x[-1] = np.nan if n > 2 else x[-1]  # np.unique pools NaNs into one knot
+        y = rng.normal(size=n)
+        knots, where = np.unique(x, return_inverse=True)
+        for _ in range(5):
+            keep = rng.random(n) < 0.8
+            keep[0] = True
+            own = _monotone_map(x[keep], y[keep])
+            shared = _monotone_map(x[keep], y[keep], ties=(knots, where[keep]))
+            np.testing.assert_array_equal(own[0], shared[0])
+            np.testing.assert_array_equal(own[1], shared[1])

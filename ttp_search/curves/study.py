@@ -288,20 +288,22 @@ class StudyPredictor:
             return
         X = X[:, self._usable]
         self._map = self._fit_map(X, y)
+        # The folds' tied values are the whole set's, read once.
+        knots, where = np.unique(X[:, 0], return_inverse=True)
         # Fold k holds every fifth trial in observed order, so each fold spans the range.
         folds = np.arange(self.n_rows_) % _FOLDS
         residuals = np.empty(self.n_rows_)
         for k in range(min(_FOLDS, self.n_rows_)):
             held = folds == k
-            fitted = self._fit_map(X[~held], y[~held])
+            fitted = self._fit_map(X[~held], y[~held], ties=(knots, where[~held]))
             residuals[held] = y[held] - self._apply(fitted, X[held])
         if real.sum() >= 2:
             self.observed_, self.residuals_ = X[real, 0], residuals[real]
         else:
             self.observed_, self.residuals_ = X[:, 0], residuals
 
-    def _fit_map(self, X: np.ndarray, y: np.ndarray):
-        iso = _monotone_map(X[:, 0], y)
+    def _fit_map(self, X: np.ndarray, y: np.ndarray, ties: tuple | None = None):
+        iso = _monotone_map(X[:, 0], y, ties)
         extra = None
         if X.shape[1] > 1 and X.shape[0] > 2:
             left = y - np.interp(X[:, 0], *iso)
@@ -452,12 +454,23 @@ class _FinishedTable:
         return out
 
 
-def _monotone_map(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _monotone_map(
+    x: np.ndarray, y: np.ndarray, ties: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The non-decreasing least-squares fit of ``y`` on ``x`` as knots for ``np.interp``
     (linear between them, flat beyond): tied ``x`` are pooled into their mean, as
     scikit-learn's ``IsotonicRegression`` does, without its per-call validation, since a
-    decision fits this map six times."""
-    knots, where, counts = np.unique(x, return_inverse=True, return_counts=True)
+    decision fits this map six times. ``ties``: ``np.unique(x_all, return_inverse=True)``
+    of a set ``x`` is a subset of, with the inverse restricted to ``x``'s rows (what
+    ``np.unique(x)`` would find, without sorting again)."""
+    if ties is None:
+        knots, where, counts = np.unique(x, return_inverse=True, return_counts=True)
+    else:
+        all_knots, where_all = ties
+        counts = np.bincount(where_all, minlength=all_knots.size)
+        present = counts > 0
+        knots, counts = all_knots[present], counts[present]
+        where = (np.cumsum(present) - 1)[where_all]
     means = np.bincount(where, weights=y, minlength=knots.size) / counts
     fitted = isotonic_regression(means, weights=counts.astype(np.float64)).x
     return knots, fitted
