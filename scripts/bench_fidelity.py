@@ -37,9 +37,10 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from ttp_search.budget import LinearDecayLR
 from ttp_search.curves import extrapolate
 from ttp_search.data.pretrained import SharedDataMissing, cifar10_images, cifar_resnet
-from ttp_search.dynamics import LinearizedSDE
+from ttp_search.dynamics import LinearizedSDE, StepsEstimate
 from ttp_search.testing import linearized_sgd, shuffled_batches
 
 CONFIGS = [  # lr, batch, momentum, weight decay
@@ -66,15 +67,17 @@ REFERENCE = (0.002, 32, 0.9, 0.0)
 
 
 def real_sgd(
-    model, x, y, lr, batch, momentum, wd, steps, every, seed=0, bn_train=False
+    model, x, y, lr, batch, momentum, wd, steps, every, seed=0, bn_train=False, schedule="constant"
 ) -> pd.DataFrame:
     """The real network, fine-tuned by SGD on the same batches as linearized_sgd draws, with
     BatchNorm in eval mode (or, ``bn_train``, in train mode: batch statistics in each step,
     running statistics updated); the full training loss is read in eval mode every ``every``
     steps and at every step of the first tenth (what the extrapolation baseline sees,
-    ``attrs["head"]``)."""
+    ``attrs["head"]``). ``schedule="linear"``: the rate decays linearly to 0 at ``steps``
+    (``LinearDecayLR``, the budget-aware schedule)."""
     net = copy.deepcopy(model).eval()
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=wd)
+    decay = LinearDecayLR(opt, steps) if schedule == "linear" else None
     batches, rows, step_s = shuffled_batches(len(y), batch, seed), [], []
     head = max(steps // 10, 1)
     for step in range(steps + 1):
@@ -89,6 +92,8 @@ def real_sgd(
         opt.zero_grad()
         F.cross_entropy(net(x[idx]), y[idx]).backward()
         opt.step()
+        if decay is not None:
+            decay.step()
         net.eval()
         step_s.append(time.perf_counter() - start)
     read = pd.DataFrame(rows, columns=["step", "loss"])
@@ -131,7 +136,16 @@ def main() -> None:
         help="fine-tune the real network with BatchNorm in train mode (the SDE and the exact "
         "run linearize the eval-mode network either way)",
     )
+    ap.add_argument(
+        "--schedule",
+        choices=("constant", "linear"),
+        default="constant",
+        help="the learning-rate schedule of every run: constant, or a linear decay to 0 at "
+        "--steps (the budget-aware schedule; steps to a level are then read on that one run)",
+    )
     args = ap.parse_args()
+    if args.schedule != "constant" and not args.no_exact:
+        ap.error("--schedule linear runs with --no-exact (the replay needs a constant rate)")
     if args.exact_seeds < 1:
         ap.error(f"--exact-seeds must be at least 1, got {args.exact_seeds}")
     configs = CONFIGS + (MORE_CONFIGS if args.more else [])
@@ -161,7 +175,14 @@ def main() -> None:
         if not args.no_exact:
             runs = [
                 linearized_sgd(
-                    model, x, y, steps=args.steps, eval_every=args.every, seed=s, **hyper
+                    model,
+                    x,
+                    y,
+                    steps=args.steps,
+                    eval_every=args.every,
+                    seed=s,
+                    schedule=args.schedule,
+                    **hyper,
                 )
                 for s in range(args.exact_seeds)
             ]
@@ -170,25 +191,46 @@ def main() -> None:
         exact_s = (time.perf_counter() - t0) / max(1, args.exact_seeds)
         t0 = time.perf_counter()
         real = real_sgd(
-            model, x, y, lr, batch, momentum, wd, args.steps, args.every, bn_train=args.bn_train
+            model,
+            x,
+            y,
+            lr,
+            batch,
+            momentum,
+            wd,
+            args.steps,
+            args.every,
+            bn_train=args.bn_train,
+            schedule=args.schedule,
         )
         real_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        estimates = [sde.steps_to_loss(v, max_steps=args.steps, **hyper) for v in levels]
-        sde_s = (time.perf_counter() - t0) / len(levels)
-        t0 = time.perf_counter()
-        shared = sde.steps_to_losses(levels, max_steps=args.steps, **hyper)
-        shared_s = time.perf_counter() - t0
-        if shared != estimates:
-            print(f"steps_to_losses differs from steps_to_loss at {hyper}: {shared}")
-        t0 = time.perf_counter()
-        checks = [
-            sde.check_linearity(int(e.steps), **hyper) if math.isfinite(e.steps) else None
-            for e in estimates
-        ]
-        check_s = (time.perf_counter() - t0) / max(1, sum(c is not None for c in checks))
+        if args.schedule == "linear":
+            t0 = time.perf_counter()
+            estimates = crossings(sde, levels, hyper, args.steps, args.every)
+            sde_s = shared_s = time.perf_counter() - t0  # one predicted run for every level
+            t0 = time.perf_counter()
+            # The run's end is where its weights are furthest from w0: one check there speaks
+            # for every level the run crosses on the way.
+            end_check = sde.check_linearity(args.steps, schedule="linear", **hyper)
+            checks = [end_check if math.isfinite(e.steps) else None for e in estimates]
+            check_s = time.perf_counter() - t0
+        else:
+            t0 = time.perf_counter()
+            estimates = [sde.steps_to_loss(v, max_steps=args.steps, **hyper) for v in levels]
+            sde_s = (time.perf_counter() - t0) / len(levels)
+            t0 = time.perf_counter()
+            shared = sde.steps_to_losses(levels, max_steps=args.steps, **hyper)
+            shared_s = time.perf_counter() - t0
+            if shared != estimates:
+                print(f"steps_to_losses differs from steps_to_loss at {hyper}: {shared}")
+            t0 = time.perf_counter()
+            checks = [
+                sde.check_linearity(int(e.steps), **hyper) if math.isfinite(e.steps) else None
+                for e in estimates
+            ]
+            check_s = (time.perf_counter() - t0) / max(1, sum(c is not None for c in checks))
         replayed = [math.inf] * len(levels)
-        if not args.no_exact:
+        if not args.no_exact and args.schedule == "constant":
             # The SDE on the exact run's own batches: what is left is the function-space
             # approximation (sketch, float32), not the sampling noise of either run.
             batches = itertools.islice(shuffled_batches(len(y), batch, seed=0), args.steps)
@@ -251,9 +293,13 @@ def main() -> None:
     per_level = with_rescaled_reference(pd.DataFrame(records), args.steps)
     if args.bn_train:
         per_level["backbone"] += " (BN train)"  # plot_fidelity.py's tables keep them apart
+    if args.schedule != "constant":
+        per_level["backbone"] += f" ({args.schedule} decay)"
     print(baseline_summary(per_level))
-    # The BN-train rows stay out of plot_fidelity.py's bench_fidelity_resnet*.csv.
-    mode = "bn_train_" if args.bn_train else ""
+    # The BN-train and schedule rows stay out of plot_fidelity.py's bench_fidelity_resnet*.csv.
+    mode = ("bn_train_" if args.bn_train else "") + (
+        "" if args.schedule == "constant" else f"{args.schedule}_"
+    )
     csv = Path(args.csv_dir) / f"bench_fidelity_{mode}resnet{args.depth}.csv"
     per_level.to_csv(csv, index=False)
     print(f"per-level rows: {csv} (plot: python scripts/plot_fidelity.py)")
@@ -285,6 +331,32 @@ def main() -> None:
         f"its resolution is {args.every} steps)"
     )
     print(cost_line(sde, setup_s, step_times))
+
+
+def crossings(sde, levels, hyper, steps: int, every: int) -> list[StepsEstimate]:
+    """The steps at which one predicted run of ``steps`` steps under a linear decay to 0 at
+    its end first reaches each level, read every ``every`` steps as the real run is; the
+    band's edges give the interval (``inf``: not within the run)."""
+    curve = sde.predict_curve(steps=steps, schedule="linear", points=steps // every + 1, **hyper)
+    lr, momentum, wd = hyper["lr"], hyper["momentum"], hyper["weight_decay"]
+    out = []
+    for level in levels:
+        at = {
+            col: first_below(curve.assign(loss=curve[col]), level)
+            for col in ("loss", "loss_low", "loss_high")
+        }
+        low, high = sorted((at["loss_low"], at["loss_high"]))
+        out.append(
+            StepsEstimate(
+                at["loss"],
+                min(low, at["loss"]),
+                max(high, at["loss"]),
+                float(level),
+                "standard",
+                stable=sde.edge_ratio(lr, momentum, wd) <= 1.0,
+            )
+        )
+    return out
 
 
 def without_batch(hyper: dict) -> dict:
