@@ -61,15 +61,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", default="docs")
     ap.add_argument("--steps", type=int, default=150, help="the fine-tunings' length")
+    ap.add_argument(
+        "--schedule",
+        choices=("constant", "linear"),
+        default="constant",
+        help="the runs of bench_fidelity.py --schedule (linear: bench_fidelity_linear_*.csv)",
+    )
     args = ap.parse_args()
-    files = sorted(Path(args.docs).glob("bench_fidelity_resnet*.csv"))
+    mode = "" if args.schedule == "constant" else f"{args.schedule}_"
+    files = sorted(Path(args.docs).glob(f"bench_fidelity_{mode}resnet*.csv"))
     if not files:
-        print(f"no bench_fidelity_resnet*.csv in {args.docs}: run scripts/bench_fidelity.py")
+        print(f"no bench_fidelity_{mode}resnet*.csv in {args.docs}: run bench_fidelity.py")
         return
     df = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
     df["verdict"] = [verdict(r) for r in df.itertuples()]
     print(summary(df).to_markdown(index=False))
-    backbones = sorted(df.backbone.unique(), key=lambda b: int(b.removeprefix("resnet")))
+    backbones = sorted(
+        df.backbone.unique(), key=lambda b: int(b.split(" ")[0].removeprefix("resnet"))
+    )
     fig, axes = plt.subplots(1, len(backbones), figsize=(4.2 * len(backbones), 4.2))
     never = args.steps * 1.25  # where "the real network never reached it" is drawn
     for ax, backbone in zip(np.atleast_1d(axes), backbones, strict=True):
@@ -90,9 +99,10 @@ def main() -> None:
             title=backbone,
         )
         ax.legend(fontsize=8)
-    fig.suptitle("Steps to 50/25/10% of the initial loss: SDE against the real network")
+    under = "" if args.schedule == "constant" else f" ({args.schedule} decay)"
+    fig.suptitle(f"Steps to 50/25/10% of the initial loss{under}: SDE against the real network")
     fig.tight_layout()
-    out = Path(args.docs) / "bench_fidelity.png"
+    out = Path(args.docs) / f"bench_fidelity{'' if not mode else '_' + mode.rstrip('_')}.png"
     fig.savefig(out, dpi=120)
     print(f"saved {out}")
 
