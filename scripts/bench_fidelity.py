@@ -104,8 +104,8 @@ def real_sgd(
     return out
 
 
-def first_below(curve: pd.DataFrame, level: float) -> float:
-    hit = curve.step[curve.loss <= level]
+def first_below(curve: pd.DataFrame, level: float, column: str = "loss") -> float:
+    hit = curve.step[curve[column] <= level]
     return float(hit.iloc[0]) if len(hit) else math.inf
 
 
@@ -341,10 +341,7 @@ def crossings(sde, levels, hyper, steps: int, every: int) -> list[StepsEstimate]
     lr, momentum, wd = hyper["lr"], hyper["momentum"], hyper["weight_decay"]
     out = []
     for level in levels:
-        at = {
-            col: first_below(curve.assign(loss=curve[col]), level)
-            for col in ("loss", "loss_low", "loss_high")
-        }
+        at = {col: first_below(curve, level, col) for col in ("loss", "loss_low", "loss_high")}
         low, high = sorted((at["loss_low"], at["loss_high"]))
         out.append(
             StepsEstimate(

@@ -51,3 +51,11 @@ class CurveStack:
         with np.errstate(invalid="ignore", divide="ignore"):
             between = (y1 - y0) / (x1 - x0) * (at - x0) + y0
         return np.where((x0 >= at) | (nxt == j), y0, between)
+
+
+def same_objects(kept: Sequence, given: Sequence) -> bool:
+    """``given`` holds the very objects of ``kept``, in the same order: what a cache of reads
+    from ended trials' curves is keyed on (the objects do not change; adapters keep them)."""
+    if given is kept:  # the same tuple it was built from (immutable)
+        return True
+    return len(given) == len(kept) and all(a is b for a, b in zip(given, kept, strict=True))

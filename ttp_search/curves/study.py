@@ -40,7 +40,7 @@ from scipy.special import ndtr
 from ttp_search._checks import check_int, check_real, check_value_range
 from ttp_search.curves.extrapolate import Extrapolation, invert_cdf
 from ttp_search.curves.features import FEATURES, PartialCurve, curve_features
-from ttp_search.curves.stack import CurveStack
+from ttp_search.curves.stack import CurveStack, same_objects
 from ttp_search.errors import InvalidInputError
 
 #: What the ablation in BENCHMARKS.md (bench-ranking) kept: no other feature raised the tuning
@@ -420,11 +420,7 @@ class _FinishedTable:
         self.maps: dict[float, tuple] = {}  # grid point -> (its examples, fitted map)
 
     def holds(self, curves: Sequence[PartialCurve]) -> bool:
-        if curves is self.curves:  # the same tuple (immutable) it was built from
-            return True
-        return len(curves) == len(self.curves) and all(
-            a is b for a, b in zip(curves, self.curves, strict=True)
-        )
+        return same_objects(self.curves, curves)
 
     def reaching(self, at: float) -> np.ndarray:
         # The same arithmetic as ``PartialCurve.reaches``, for every curve at once.

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ttp_search.curves import StudyPredictor
-from ttp_search.curves.stack import CurveStack
+from ttp_search.curves.stack import CurveStack, same_objects
 
 if TYPE_CHECKING:
     from ttp_search.engine.decision import TrialCurve
@@ -56,9 +56,7 @@ class EndedTrials:
         self._fits: dict[float, tuple[int, StudyPredictor | None]] = {}
 
     def holds(self, trials: Sequence[TrialCurve]) -> bool:
-        return len(trials) == len(self.trials) and all(
-            a is b for a, b in zip(trials, self.trials, strict=True)
-        )
+        return same_objects(self.trials, trials)
 
     @cached_property
     def done(self) -> list[TrialCurve]:
