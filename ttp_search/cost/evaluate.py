@@ -16,6 +16,7 @@ from scipy.stats import spearmanr
 from torch import nn
 from tqdm.auto import tqdm
 
+from ttp_search.cost._meta_memo import MetaOpMemo
 from ttp_search.cost.baselines import FlopLinearModel, RooflineModel
 from ttp_search.cost.model import LayerTimeModel
 from ttp_search.cost.step import measure_step_time
@@ -61,11 +62,17 @@ def evaluate(
         }
         try:
             # One trace serves our model and both baselines; latency is trace + predict,
-            # exactly what LayerTimeModel.predict does.
+            # exactly what LayerTimeModel.predict does: once as this sweep sees it (the
+            # process-wide memo holds the cases before it) and once as a fresh process's
+            # first prediction of this model would (an empty memo).
             start = time.perf_counter()
             trace = trace_training_step(model, case.input_shape, case.batch_size)
             pred = ltm.predict_trace(trace, case.optimizer)
             row["latency_s"] = time.perf_counter() - start
+            start = time.perf_counter()
+            cold = trace_training_step(model, case.input_shape, case.batch_size, MetaOpMemo())
+            ltm.predict_trace(cold, case.optimizer)
+            row["latency_cold_s"] = time.perf_counter() - start
             truth = measure_step_time(
                 model,
                 case.input_shape,

@@ -24,6 +24,7 @@ from torch.nn.attention import SDPBackend
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 from torch.utils.module_tracker import ModuleTracker
 
+from ttp_search.cost._meta_memo import META_OP_MEMO, MetaOpMemo
 from ttp_search.cost.features import OpFeatures, op_features
 from ttp_search.cost.step import check_step_args, model_device, training_loss
 from ttp_search.errors import InvalidInputError
@@ -80,11 +81,19 @@ class StepTrace:
 
 
 class _Recorder(TorchDispatchMode):
-    def __init__(self, tracker: ModuleTracker, types_by_name: dict[str, str], root: str):
+    def __init__(
+        self,
+        tracker: ModuleTracker,
+        types_by_name: dict[str, str],
+        root: str,
+        memo: MetaOpMemo | None = None,
+    ):
         super().__init__()
         self.tracker = tracker
         self.types_by_name = types_by_name
         self.root = root
+        self.memo = memo
+        self.memo_defaults = MetaOpMemo.defaults()
         self.ops: list[OpRecord] = []
 
     def _layer(self) -> str:
@@ -95,7 +104,12 @@ class _Recorder(TorchDispatchMode):
         return deepest[len(self.root) + 1 :]
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        if self.memo is not None:
+            out, features = self.memo.call(func, args, kwargs, self.memo_defaults)
+        else:
+            out = func(*args, **kwargs)
+            features = op_features(func, args, kwargs, out)
         if str(func._overloadpacket) not in _IGNORED:
             layer = self._layer()
             self.ops.append(
@@ -103,7 +117,7 @@ class _Recorder(TorchDispatchMode):
                     layer=layer,
                     module_type=self.types_by_name.get(layer, ""),
                     phase="backward" if self.tracker.is_bw else "forward",
-                    features=op_features(func, args, kwargs, out),
+                    features=features,
                 )
             )
         return out
@@ -245,12 +259,18 @@ def _meta(t: torch.Tensor) -> torch.Tensor:
     return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
 
 
-def trace_training_step(model: nn.Module, input_shape: Sequence[int], batch_size: int) -> StepTrace:
+def trace_training_step(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    batch_size: int,
+    memo: MetaOpMemo | None = META_OP_MEMO,
+) -> StepTrace:
     """Record the aten ops of forward + loss + backward of one step, with no real compute.
 
     The model's own tensors are never modified: parameters and buffers are replaced by meta
     (or, for models meta tensors cannot run, fake) copies through
-    ``torch.func.functional_call``.
+    ``torch.func.functional_call``. ``memo`` reuses the outcome of ops already seen on the
+    same metadata (see ``_meta_memo``); ``None`` runs every meta kernel.
     """
     shape, batch_size = check_step_args(model, input_shape, batch_size)
     device = model_device(model)
@@ -265,7 +285,7 @@ def trace_training_step(model: nn.Module, input_shape: Sequence[int], batch_size
         # Meta tensors are fast; fake tensors also handle tensors kept outside parameters
         # and buffers. Try the fast path, fall back to the general one.
         try:
-            recorder = _Recorder(ModuleTracker(), types_by_name, root)
+            recorder = _Recorder(ModuleTracker(), types_by_name, root, memo)
             params = {
                 n: _meta(p).requires_grad_(p.requires_grad) for n, p in model.named_parameters()
             }
