@@ -42,6 +42,8 @@ calibrate: $(STAMP)
 
 bench-cost: $(STAMP)
 	$(BIN)/python scripts/bench_cost_model.py
+	$(BIN)/python scripts/bench_cost_model.py --split held-out
+	$(BIN)/python scripts/bench_cost_model.py --split demo
 
 curves-data: $(STAMP)
 	$(BIN)/python scripts/make_curves.py

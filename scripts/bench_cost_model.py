@@ -9,10 +9,13 @@ side by side; the table goes into BENCHMARKS.md and a predicted-vs-measured plot
     python scripts/bench_cost_model.py                 # full grid, cached calibration
     python scripts/bench_cost_model.py --quick         # a few cases, for a smoke run
     python scripts/bench_cost_model.py --split held-out   # architectures never tuned on
+    python scripts/bench_cost_model.py --split demo       # the main demo study's trials
 
 The held-out split (`scripts/held_out_models.py`: grouped/depthwise convolutions, wide MLPs,
 token mixing, concatenations, upsampling, PyTorch's Transformer encoder, the demo's 1-D CNNs)
-is scored in a section of its own and is never used to choose the model or its constants.
+is scored in a section of its own and is never used to choose the model or its constants;
+so is the demo split, 24 configurations of the main study's search space as its random
+sampler draws them, trained with the study's optimizer.
 """
 
 from __future__ import annotations
@@ -169,6 +172,25 @@ def build_held_out_cases(quick: bool) -> list[Case]:
     ]
 
 
+def build_demo_cases(quick: bool) -> list[Case]:
+    """The main demo's trials (studies/cost_aware_nas.py): configurations its search space
+    gives a random sampler, each with the study's own optimizer. Scored apart, never tuned on.
+    """
+    sys.path.insert(0, str(ROOT / "studies"))
+    import optuna
+    from cost_aware_nas import OPTIMIZER, SEARCH_SPACE, build_model
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    cases = []
+    for _ in range(4 if quick else 24):
+        p = study.ask(SEARCH_SPACE).params
+        name = f"nas d{p['depth']} w{p['width']} k{p['kernel']}"
+        build = functools.partial(build_model, p, (1, 40), 10)
+        cases.append(Case(name, build, (1, 40), p["batch_size"], OPTIMIZER))
+    return cases
+
+
 def markdown(
     summary: pd.DataFrame,
     results: pd.DataFrame,
@@ -293,9 +315,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a handful of cases")
     parser.add_argument(
         "--split",
-        choices=("benchmark", "held-out"),
+        choices=("benchmark", "held-out", "demo"),
         default="benchmark",
-        help="the 15 benchmark models, or the held-out architectures (scored apart)",
+        help="the 15 benchmark models, the held-out architectures, or the demo study's "
+        "trials (the last two scored apart)",
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
@@ -311,16 +334,22 @@ def main(argv: list[str] | None = None) -> int:
     ltm = LayerTimeModel.load_or_calibrate(args.budget_s, device=args.device)
     fp = device_fingerprint(args.device)
     device = f"{fp['device_name']}"
-    held_out = args.split == "held-out"
+    builders = {
+        "benchmark": build_cases,
+        "held-out": build_held_out_cases,
+        "demo": build_demo_cases,
+    }
     if args.from_csv is not None:
         # Re-render the tables and plot from a finished run's measurements.
         results = pd.read_csv(args.from_csv)
     else:
-        cases = build_held_out_cases(args.quick) if held_out else build_cases(args.quick)
+        cases = builders[args.split](args.quick)
         results = evaluate(ltm, cases, device=args.device, repeats=args.repeats)
     summary = summarize(results)
     wall = None if args.from_csv is not None else time.perf_counter() - start
-    tag = ("gpu" if args.device.startswith("cuda") else "cpu") + ("-held-out" if held_out else "")
+    tag = ("gpu" if args.device.startswith("cuda") else "cpu") + (
+        "" if args.split == "benchmark" else f"-{args.split}"
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     if args.from_csv is None:
         results.to_csv(args.out / f"bench_cost_{tag}.csv", index=False)
