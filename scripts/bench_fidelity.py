@@ -40,7 +40,7 @@ from tqdm import tqdm
 from ttp_search.budget import LinearDecayLR
 from ttp_search.curves import extrapolate
 from ttp_search.data.pretrained import SharedDataMissing, cifar10_images, cifar_resnet
-from ttp_search.dynamics import LinearizedSDE, StepsEstimate
+from ttp_search.dynamics import LinearizedSDE
 from ttp_search.testing import linearized_sgd, shuffled_batches
 
 CONFIGS = [  # lr, batch, momentum, weight decay
@@ -206,7 +206,9 @@ def main() -> None:
         real_s = time.perf_counter() - t0
         if args.schedule == "linear":
             t0 = time.perf_counter()
-            estimates = crossings(sde, levels, hyper, args.steps, args.every)
+            estimates = sde.crossings(
+                levels, steps=args.steps, schedule="linear", every=args.every, **hyper
+            )
             sde_s = shared_s = time.perf_counter() - t0  # one predicted run for every level
             t0 = time.perf_counter()
             # The run's end is where its weights are furthest from w0: one check there speaks
@@ -331,29 +333,6 @@ def main() -> None:
         f"its resolution is {args.every} steps)"
     )
     print(cost_line(sde, setup_s, step_times))
-
-
-def crossings(sde, levels, hyper, steps: int, every: int) -> list[StepsEstimate]:
-    """The steps at which one predicted run of ``steps`` steps under a linear decay to 0 at
-    its end first reaches each level, read every ``every`` steps as the real run is; the
-    band's edges give the interval (``inf``: not within the run)."""
-    curve = sde.predict_curve(steps=steps, schedule="linear", points=steps // every + 1, **hyper)
-    lr, momentum, wd = hyper["lr"], hyper["momentum"], hyper["weight_decay"]
-    out = []
-    for level in levels:
-        at = {col: first_below(curve, level, col) for col in ("loss", "loss_low", "loss_high")}
-        low, high = sorted((at["loss_low"], at["loss_high"]))
-        out.append(
-            StepsEstimate(
-                at["loss"],
-                min(low, at["loss"]),
-                max(high, at["loss"]),
-                float(level),
-                "standard",
-                stable=sde.edge_ratio(lr, momentum, wd) <= 1.0,
-            )
-        )
-    return out
 
 
 def without_batch(hyper: dict) -> dict:

@@ -182,6 +182,30 @@ def test_steps_to_loss_and_unreachable_targets():
     assert est.weight_decay == "standard"
 
 
+def test_crossings_within_a_fixed_budget():
+    """Within one run whose schedule ends at its budget, each target's crossing is where
+    that run's curve first reaches it; at a constant rate it is steps_to_loss's answer."""
+    sde, initial = _smooth_regression_sde()
+    hp = {"lr": 0.3, "batch_size": 8, "momentum": 0.5, "weight_decay": 1e-3}
+    targets = [0.7 * initial, 0.4 * initial, 0.0]
+    run = sde.predict_curve(**hp, steps=300, schedule="linear", points=301)
+    found = sde.crossings(targets, steps=300, schedule="linear", **hp)
+    for target, estimate in zip(targets, found, strict=True):
+        for col, value in (("loss", estimate.steps), ("loss_low", estimate.low)):
+            hit = run.step[run[col] <= target]
+            assert value == (float(hit.iloc[0]) if len(hit) else math.inf), (target, col)
+        assert estimate.low <= estimate.steps <= estimate.high
+    assert math.isinf(found[-1].steps)
+    every = sde.crossings(targets[:2], steps=300, schedule="linear", every=20, **hp)
+    assert [e.steps % 20 for e in every] == [0, 0]
+    assert all(e.steps >= f.steps for e, f in zip(every, found, strict=False))
+    constant = sde.crossings(targets[:2], steps=300, **hp)
+    shortest = [sde.steps_to_loss(t, **hp, max_steps=300) for t in targets[:2]]
+    assert [c.steps for c in constant] == [s.steps for s in shortest]
+    with pytest.raises(InvalidInputError, match="every"):
+        sde.crossings(targets, steps=300, every=0, **hp)
+
+
 def test_budget_search_matches_every_budget_run_to_its_end():
     """The shortest linear-decay budget ending at the target, for the mean and both band
     edges, against running every budget to its end (noise, momentum and decay on)."""

@@ -501,6 +501,44 @@ class LinearizedSDE:
             )
         return out
 
+    def crossings(
+        self,
+        targets: Sequence[float],
+        *,
+        steps: int,
+        lr: float,
+        batch_size: int,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        schedule: Schedule = "constant",
+        decay: str = "standard",
+        every: int = 1,
+    ) -> list[StepsEstimate]:
+        """The steps at which one run with a budget of ``steps`` first reaches each target.
+
+        :meth:`steps_to_loss` answers "how long a budget reaches the target"; this answers
+        "when, within this budget, is each target passed": the schedule decays over
+        ``steps`` (a trial whose budget is fixed, e.g. by the budget-aware linear decay), and
+        the predicted run is read every ``every`` steps (the crossings are multiples of it,
+        as a real run logged that often would show them). ``low``/``high`` are where the 80%
+        band's edges pass the target; ``math.inf`` when not within the run.
+        ``check_linearity(steps, ...)`` checks the weights the run ends at.
+        """
+        targets = list(targets)
+        for target in targets:
+            _check_target_loss(target)
+        if not (isinstance(every, numbers.Integral) and 1 <= every <= steps):
+            raise InvalidInputError(f"every must be an integer in [1, steps], got {every!r}")
+        hyper = dict(lr=lr, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay)
+        curve = self.predict_curve(
+            **hyper, steps=steps, schedule=schedule, decay=decay, points=steps // every + 1
+        )
+        out = []
+        for t in targets:
+            found = _first_hits(curve, lambda df, col, t=t: df[col] <= t)
+            out.append(self._estimate(found, t, lr, momentum, weight_decay, schedule, decay, steps))
+        return out
+
     def _checked(self, estimate: StepsEstimate, hyper: dict, schedule, decay) -> StepsEstimate:
         """``estimate`` with the linearity check at its crossing (none when never reached)."""
         if not (math.isfinite(estimate.steps) and estimate.steps > 0):
