@@ -319,7 +319,7 @@ def steps_predict(
     """Predict the fine-tuning curve and the steps to a target, without training."""
     from ttp_search.data import digits, mnist1d
     from ttp_search.dynamics import LinearizedSDE, schedule_factors
-    from ttp_search.dynamics.sde import check_hyperparameters
+    from ttp_search.dynamics.hyperparameters import check_hyperparameters
     from ttp_search.model_specs import load_model
 
     if data not in ("digits", "mnist1d"):

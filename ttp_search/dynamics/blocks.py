@@ -32,7 +32,8 @@ from torch import nn
 
 from ttp_search._cache import atomic_write_bytes, cache_dir
 from ttp_search.dynamics.jacobian import sketched_gram, weight_direction
-from ttp_search.dynamics.sde import LinearizedSDE, Loss, sample_outputs
+from ttp_search.dynamics.samples import Loss, sample_outputs
+from ttp_search.dynamics.sde import LinearizedSDE
 from ttp_search.errors import InvalidInputError
 
 

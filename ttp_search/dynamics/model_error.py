@@ -21,7 +21,7 @@ from dataclasses import replace
 import numpy as np
 
 from ttp_search._checks import check_real
-from ttp_search.dynamics.sde import StepsEstimate
+from ttp_search.dynamics.estimate import StepsEstimate
 from ttp_search.errors import InvalidInputError
 
 

@@ -31,11 +31,7 @@ with n, and ``extrapolate=True`` (default) carries the spectrum from n to N
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -44,68 +40,26 @@ from scipy.special import softmax
 from torch import nn
 
 from ttp_search._checks import check_int, check_real
-from ttp_search.budget.schedule import Schedule as BudgetSchedule
-from ttp_search.budget.schedule import ScheduleLike, as_schedule
 from ttp_search.dynamics.cross_entropy import ce_run, direction_curvatures
+from ttp_search.dynamics.estimate import check_target_loss
+from ttp_search.dynamics.hyperparameters import (
+    Schedule,
+    check_hyperparameters,
+    schedule_factors,
+)
 from ttp_search.dynamics.jacobian import sketched_gram, weight_direction
 from ttp_search.dynamics.linearity import DEFAULT_TOLERANCE, FrozenNetwork, LinearityCheck
 from ttp_search.dynamics.recursion import mse_run
+from ttp_search.dynamics.samples import Loss, sample_indices, sample_outputs
+from ttp_search.dynamics.searches import StepSearches
 from ttp_search.dynamics.simulation import run_losses, simulate_sgd
 from ttp_search.dynamics.spectrum import extrapolation_factors
 from ttp_search.errors import InvalidInputError
 
-Loss = Literal["ce", "mse"]
-Schedule = ScheduleLike  # a name, a budget.Schedule or a callable of the steps
 _Z = 1.2815515655446004  # 80% two-sided normal quantile
-# Budget searches resolve the mean's crossing to 1/32 of the budget (inside any sensible
-# safety margin), the band's edges to 1/8.
-_RESOLUTION = {"loss": 32, "loss_low": 8, "loss_high": 8}
 
 
-@dataclass(frozen=True)
-class StepsEstimate:
-    """Steps to a target, with an interval; ``math.inf`` when the target is unreachable."""
-
-    steps: float
-    low: float
-    high: float
-    target: float
-    weight_decay: str
-    #: False when the learning rate puts some direction past the edge of stability
-    #: (η × curvature > 2 (1 + m) at the start): the linearized network diverges there (MSE)
-    #: or overshoots (cross-entropy), and a real network leaves the linear regime. The
-    #: numbers are then the linear model's, not to be trusted as a fine-tuning's.
-    stable: bool = True
-    #: The network against its linearization at the weights the predicted run reaches at
-    #: ``steps`` (``steps_to_loss(check_linearity=True)``; None when not asked or the target
-    #: is not reached): ``linearity.holds`` False says the fine-tuning leaves the linear
-    #: regime on the way, even where ``stable`` is True.
-    linearity: LinearityCheck | None = None
-
-    @property
-    def trusted(self) -> bool:
-        """Stable, and the linearization holds where it was checked."""
-        return self.stable and (self.linearity is None or self.linearity.holds)
-
-
-#: The longest run predict_curve and steps_to_loss simulate (one step at a time).
-MAX_SIMULATED_STEPS = 10_000_000
-
-
-def schedule_factors(schedule: ScheduleLike, steps: int) -> np.ndarray:
-    """Learning-rate factor of each of ``steps`` steps (``η_t / η``): a schedule name, a
-    :class:`~ttp_search.budget.Schedule` (warm-up included) or a callable of the steps."""
-    k = np.arange(steps, dtype=np.float64)
-    shape = as_schedule(schedule)
-    if isinstance(shape, BudgetSchedule):
-        return shape.factors(steps)
-    out = np.asarray(shape(k), dtype=np.float64)
-    if out.shape != k.shape or not np.all(np.isfinite(out)) or np.any(out < 0):
-        raise InvalidInputError("a schedule callable must map steps to factors >= 0")
-    return out
-
-
-class LinearizedSDE:
+class LinearizedSDE(StepSearches):
     """Predict SGD fine-tuning curves and steps to a target loss without training.
 
     Args:
@@ -415,137 +369,6 @@ class LinearizedSDE:
 
     # ------------------------------------------------------------------ steps to a target
 
-    def steps_to_loss(
-        self,
-        target: float,
-        *,
-        lr: float,
-        batch_size: int,
-        momentum: float = 0.0,
-        weight_decay: float = 0.0,
-        schedule: Schedule = "constant",
-        decay: str = "standard",
-        max_steps: int = 100_000,
-        check_linearity: bool = False,
-    ) -> StepsEstimate:
-        """First step at which the predicted loss is at or below ``target``.
-
-        With ``schedule="linear"`` (or cosine/step) the answer is the shortest budget T whose
-        schedule, decaying to its end at T, ends at or below the target. ``low``/``high`` are
-        the steps at which the 80% band's low and high edges reach it. ``math.inf`` when the
-        target is not reached within ``max_steps`` (a legitimate answer, not an error).
-        ``check_linearity``: also evaluate the network at the weights the prediction reaches
-        (:meth:`check_linearity`, about one backward and two forward passes over the samples)
-        and put the result in ``estimate.linearity``.
-        """
-        _check_target_loss(target)
-        hyper = dict(lr=lr, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay)
-        estimate = self._steps_to(
-            lambda df, col: df[col] <= target,
-            target,
-            *hyper.values(),
-            schedule,
-            decay,
-            max_steps,
-            stop={"stop_below": target},
-        )
-        return self._checked(estimate, hyper, schedule, decay) if check_linearity else estimate
-
-    def steps_to_losses(
-        self,
-        targets: Sequence[float],
-        *,
-        lr: float,
-        batch_size: int,
-        momentum: float = 0.0,
-        weight_decay: float = 0.0,
-        schedule: Schedule = "constant",
-        decay: str = "standard",
-        max_steps: int = 100_000,
-        check_linearity: bool = False,
-    ) -> list[StepsEstimate]:
-        """:meth:`steps_to_loss` for each of several targets, the same estimates.
-
-        At a constant rate with simulated minibatches (cross-entropy, batch smaller than the
-        samples) one run, read at every step until its band is below the lowest target,
-        answers every target: a prediction for three levels costs about one. Otherwise each
-        target gets its own search.
-        """
-        targets = list(targets)
-        for target in targets:
-            _check_target_loss(target)
-        hyper = dict(lr=lr, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay)
-        shared = schedule == "constant" and self.loss == "ce" and batch_size < self.n
-        if not shared or len(targets) < 2:
-            return [
-                self.steps_to_loss(
-                    t,
-                    **hyper,
-                    schedule=schedule,
-                    decay=decay,
-                    max_steps=max_steps,
-                    check_linearity=check_linearity,
-                )
-                for t in targets
-            ]
-        self._check(lr, batch_size, momentum, weight_decay, max_steps, decay)
-        df = self._every_step(*hyper.values(), decay, max_steps, {"stop_below": min(targets)})
-        out = []
-        for t in targets:
-            found = _first_hits(df, lambda df, col, t=t: df[col] <= t)
-            estimate = self._estimate(
-                found, t, lr, momentum, weight_decay, schedule, decay, max_steps
-            )
-            out.append(
-                self._checked(estimate, hyper, schedule, decay) if check_linearity else estimate
-            )
-        return out
-
-    def crossings(
-        self,
-        targets: Sequence[float],
-        *,
-        steps: int,
-        lr: float,
-        batch_size: int,
-        momentum: float = 0.0,
-        weight_decay: float = 0.0,
-        schedule: Schedule = "constant",
-        decay: str = "standard",
-        every: int = 1,
-    ) -> list[StepsEstimate]:
-        """The steps at which one run with a budget of ``steps`` first reaches each target.
-
-        :meth:`steps_to_loss` answers "how long a budget reaches the target"; this answers
-        "when, within this budget, is each target passed": the schedule decays over
-        ``steps`` (a trial whose budget is fixed, e.g. by the budget-aware linear decay), and
-        the predicted run is read every ``every`` steps (the crossings are multiples of it,
-        as a real run logged that often would show them). ``low``/``high`` are where the 80%
-        band's edges pass the target; ``math.inf`` when not within the run.
-        ``check_linearity(steps, ...)`` checks the weights the run ends at.
-        """
-        targets = list(targets)
-        for target in targets:
-            _check_target_loss(target)
-        if not (isinstance(every, numbers.Integral) and 1 <= every <= steps):
-            raise InvalidInputError(f"every must be an integer in [1, steps], got {every!r}")
-        hyper = dict(lr=lr, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay)
-        curve = self.predict_curve(
-            **hyper, steps=steps, schedule=schedule, decay=decay, points=steps // every + 1
-        )
-        out = []
-        for t in targets:
-            found = _first_hits(curve, lambda df, col, t=t: df[col] <= t)
-            out.append(self._estimate(found, t, lr, momentum, weight_decay, schedule, decay, steps))
-        return out
-
-    def _checked(self, estimate: StepsEstimate, hyper: dict, schedule, decay) -> StepsEstimate:
-        """``estimate`` with the linearity check at its crossing (none when never reached)."""
-        if not (math.isfinite(estimate.steps) and estimate.steps > 0):
-            return estimate
-        check = self.check_linearity(int(estimate.steps), **hyper, schedule=schedule, decay=decay)
-        return replace(estimate, linearity=check)
-
     def check_linearity(
         self,
         steps: int,
@@ -657,7 +480,7 @@ class LinearizedSDE:
         below the target: run :meth:`steps_to_loss` then. Searches use it to skip hopeless
         proposals for the price of a few vector operations.
         """
-        _check_target_loss(target)
+        check_target_loss(target)
         check_hyperparameters(lr, 1, momentum, weight_decay, max_steps, decay)
         if self.loss != "mse":
             return False
@@ -675,99 +498,6 @@ class LinearizedSDE:
         fitted = rate * float(factors.max()) * kappa > 0.25
         energy = float(np.sum(np.where(fitted, 0.0, smallest**2)))
         return energy / (self.n * self.C) > target
-
-    def steps_to_accuracy(
-        self,
-        target: float,
-        *,
-        lr: float,
-        batch_size: int,
-        momentum: float = 0.0,
-        weight_decay: float = 0.0,
-        schedule: Schedule = "constant",
-        decay: str = "standard",
-        max_steps: int = 100_000,
-    ) -> StepsEstimate:
-        """First step at which the predicted training accuracy reaches ``target`` (CE only)."""
-        if self.loss != "ce":
-            raise InvalidInputError("accuracy needs class labels: use loss='ce'")
-        if not 0 <= target <= 1:
-            raise InvalidInputError(f"target accuracy must be in [0, 1], got {target!r}")
-        return self._steps_to(
-            lambda df, col: df["accuracy"] >= target,
-            target,
-            lr,
-            batch_size,
-            momentum,
-            weight_decay,
-            schedule,
-            decay,
-            max_steps,
-            stop={"stop_at_accuracy": target},
-        )
-
-    def _steps_to(self, reached, target, lr, bs, mom, wd, schedule, decay, max_steps, stop=None):
-        self._check(lr, bs, mom, wd, max_steps, decay)
-        found = {}
-        if schedule == "constant" and self.loss == "ce" and bs < self.n:
-            # Simulated minibatches: reading the loss costs far less than a step, so one run
-            # read at every step gives each crossing exactly (the two-pass search below
-            # would simulate the steps to the crossing twice).
-            found = _first_hits(self._every_step(lr, bs, mom, wd, decay, max_steps, stop), reached)
-        elif schedule == "constant":
-            grid = np.unique(np.linspace(0, max_steps, min(400, max_steps + 1)).round().astype(int))
-            eta = np.full(max_steps, float(lr))
-            coarse = self._curve(eta, bs, mom, wd, decay, grid, stop)
-            # Read each crossing off at single-step resolution, evaluating the curve only
-            # between the coarse grid point before it and the one at it: a constant-rate
-            # curve's prefix does not depend on how long the run is.
-            steps = coarse.step.to_numpy()
-            fine = [np.array([0])]
-            for col in ("loss", "loss_low", "loss_high"):
-                hit = np.flatnonzero(reached(coarse, col).to_numpy())
-                if hit.size and hit[0] > 0:
-                    fine.append(np.arange(steps[hit[0] - 1] + 1, steps[hit[0]] + 1))
-            grid = np.unique(np.concatenate(fine))
-            df = coarse
-            if grid[-1] > 0:
-                df = self._curve(eta[: int(grid[-1])], bs, mom, wd, decay, grid)
-            found = _first_hits(df, reached)
-        elif self.loss == "mse":
-            found = self._shortest_budgets(reached, lr, bs, mom, wd, schedule, decay, max_steps)
-        else:
-            # One run of budget T gives the end of all three curves: the three searches
-            # share their runs, and the band's edges need less resolution than the mean.
-            ends: dict[int, pd.DataFrame] = {}
-
-            def end(T: int) -> pd.DataFrame:
-                if T not in ends:
-                    df = self.predict_curve(lr, bs, mom, wd, T, schedule, decay=decay, points=2)
-                    ends[T] = df.iloc[[-1]]
-                return ends[T]
-
-            for col, resolution in _RESOLUTION.items():
-                found[col] = self._shortest_budget(
-                    lambda T, col=col: bool(reached(end(T), col).iloc[0]), max_steps, resolution
-                )
-        return self._estimate(found, target, lr, mom, wd, schedule, decay, max_steps)
-
-    def _every_step(self, lr, bs, mom, wd, decay, max_steps, stop) -> pd.DataFrame:
-        """The constant-rate curve read at every step, until ``stop`` (see :meth:`_curve`)."""
-        eta = np.full(max_steps, float(lr))
-        return self._curve(eta, bs, mom, wd, decay, np.arange(max_steps + 1), stop)
-
-    def _estimate(self, found, target, lr, mom, wd, schedule, decay, max_steps) -> StepsEstimate:
-        # The band's low edge reaches a loss target first; for accuracy only the mean exists.
-        low, high = sorted((found["loss_low"], found["loss_high"]))
-        peak = lr * float(schedule_factors(schedule, min(max_steps, 100_000)).max())
-        return StepsEstimate(
-            found["loss"],
-            min(low, found["loss"]),
-            max(high, found["loss"]),
-            float(target),
-            decay,
-            stable=self.edge_ratio(peak, mom, wd) <= 1.0,
-        )
 
     def edge_ratio(self, lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> float:
         """The sharpest direction's ``η × curvature`` over the edge of stability ``2 (1 + m)``
@@ -788,156 +518,3 @@ class LinearizedSDE:
             h = direction_curvatures(softmax(self.f0, axis=1), M)
             cached = self._h0 = (self.eigenvalues, self.eigenvalues[:r] * np.maximum(h, 0.0))
         return cached[1]
-
-    def _shortest_budgets(self, reached, lr, bs, mom, wd, schedule, decay, max_steps) -> dict:
-        """Shortest budget whose schedule ends at the target, for the mean and both band
-        edges (MSE): the longest budget first, then a geometric grid up to ``max_steps``,
-        then bisection inside the bracket of each curve's first success."""
-        found = {col: math.inf for col in _RESOLUTION}
-        ends: dict[int, dict] = {}
-
-        def end(T: int) -> dict:
-            if T not in ends:
-                eta = lr * schedule_factors(schedule, T)
-                mean, low, high = self._mse_run(eta, [T], bs, mom, wd, decay)
-                ends[T] = {"loss": mean[0], "loss_low": low[0], "loss_high": high[0]}
-            return ends[T]
-
-        # When even the longest budget ends short of the target, so does every shorter one
-        # (the common case among proposals).
-        watch = [col for col in _RESOLUTION if reached(end(max_steps), col)]
-        grid = np.unique(np.round(np.geomspace(1, max_steps, 12)).astype(int))
-        lower = 0
-        for T in grid.tolist():
-            for col in watch:
-                if math.isinf(found[col]) and reached(end(T), col):
-                    lo, hi = lower, T
-                    while hi - lo > max(1, T // _RESOLUTION[col]):
-                        mid = (lo + hi) // 2
-                        lo, hi = (lo, mid) if mid >= 1 and reached(end(mid), col) else (mid, hi)
-                    found[col] = float(hi)
-            if all(math.isfinite(found[col]) for col in watch):
-                break
-            lower = T
-        return found
-
-    @staticmethod
-    def _shortest_budget(ok, max_steps: int, resolution: int) -> float:
-        """Smallest budget T whose schedule ends at the target (``ok(T)``), to 1/resolution."""
-        if not ok(max_steps):
-            return math.inf
-        lo, hi = 0, max_steps  # ok(hi) holds; find the smallest such budget by bisection
-        while hi - lo > max(1, hi // resolution):
-            mid = (lo + hi) // 2
-            if mid >= 1 and ok(mid):
-                hi = mid
-            else:
-                lo = mid
-        return float(hi)
-
-
-def _first_hits(df: pd.DataFrame, reached) -> dict[str, float]:
-    """First step at which the mean and each band edge reach the target (inf: never)."""
-    found = {}
-    for col in ("loss", "loss_low", "loss_high"):
-        hit = df.step[reached(df, col)]
-        found[col] = float(hit.iloc[0]) if len(hit) else math.inf
-    return found
-
-
-def _check_target_loss(target) -> None:
-    if not (isinstance(target, numbers.Real) and math.isfinite(target) and target >= 0):
-        raise InvalidInputError(f"target must be a finite loss >= 0, got {target!r}")
-
-
-def check_hyperparameters(
-    lr, batch_size, momentum=0.0, weight_decay=0.0, steps=1, decay="standard"
-) -> None:
-    """Validate SGD hyperparameters (before any Jacobian is computed, so bad input fails fast)."""
-    check_real("lr", lr, low=0.0, low_open=True)
-    check_int("batch_size", batch_size, 1)
-    check_real("momentum", momentum, low=0.0, high=1.0, high_open=True)
-    check_real("weight_decay", weight_decay, low=0.0)
-    # Every step is simulated (and its learning rate held in an array): a bound, not a wait.
-    check_int("steps", steps, 1, MAX_SIMULATED_STEPS)
-    if decay not in ("standard", "to_init"):
-        raise InvalidInputError(f"decay must be 'standard' or 'to_init', got {decay!r}")
-
-
-def sample_indices(num_data: int, num_samples: int, seed: int) -> torch.Tensor:
-    """Which of the ``num_data`` samples the dynamics are computed on, in the SDE's order."""
-    order = torch.randperm(num_data, generator=torch.Generator().manual_seed(seed))
-    return order[: min(num_samples, num_data)]
-
-
-def sample_outputs(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
-    *,
-    loss: Loss,
-    num_samples: int,
-    seed: int,
-) -> tuple[torch.Tensor, np.ndarray, np.ndarray, int]:
-    """Check the data, draw the ``num_samples`` subset the dynamics are computed on, and return
-    (its inputs, the outputs ``f0`` at the pretrained weights, the encoded targets, N)."""
-    if loss not in ("ce", "mse"):
-        raise InvalidInputError(f"loss must be 'ce' or 'mse', got {loss!r}")
-    if not isinstance(inputs, torch.Tensor) or not isinstance(targets, torch.Tensor):
-        raise InvalidInputError("inputs and targets must be tensors")
-    if inputs.shape[0] == 0:
-        raise InvalidInputError("the data set is empty")
-    if targets.shape[0] != inputs.shape[0]:
-        raise InvalidInputError(
-            f"inputs ({inputs.shape[0]}) and targets ({targets.shape[0]}) differ in length"
-        )
-    num_samples = check_int("num_samples", num_samples, 1)
-    for name, tensor in (("inputs", inputs), ("targets", targets)):
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            bad = int((~torch.isfinite(tensor)).sum())
-            raise InvalidInputError(
-                f"{name} hold {bad} non-finite values (NaN or inf): every prediction would be "
-                "inf; clean the data first"
-            )
-    N = int(inputs.shape[0])
-    idx = sample_indices(N, num_samples, seed)
-    x = inputs[idx]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            f0 = model(x).detach().to(torch.float64)
-    finally:
-        model.train(was_training)
-    if f0.ndim == 1:
-        f0 = f0[:, None]
-    if not bool(torch.isfinite(f0).all()):
-        raise InvalidInputError(
-            "the model's outputs at its current weights are not finite (NaN or inf): check "
-            "the weights"
-        )
-    return x, f0.numpy(), _encode_targets(targets[idx], loss, f0.shape[1]), N
-
-
-def _encode_targets(y: torch.Tensor, loss: str, C: int) -> np.ndarray:
-    if loss == "ce":
-        if y.dtype.is_floating_point or y.ndim != 1:
-            raise InvalidInputError(
-                f"cross-entropy targets must be integer class labels of shape (N,), "
-                f"got {tuple(y.shape)} {y.dtype}"
-            )
-        if y.min() < 0 or y.max() >= C:
-            raise InvalidInputError(
-                f"labels must be in [0, {C}): the model has {C} outputs, "
-                f"labels span [{int(y.min())}, {int(y.max())}]"
-            )
-        return np.eye(C)[y.numpy()]
-    y = y.to(torch.float64)
-    if y.ndim == 1 and C == 1:
-        y = y[:, None]
-    if tuple(y.shape[1:]) != (C,):
-        raise InvalidInputError(
-            f"MSE targets must match the outputs' shape (N, {C}), got "
-            f"{tuple(y.shape[1:])} per sample"
-        )
-    return y.numpy()

@@ -21,7 +21,8 @@ from torch.nn import functional as F
 
 from ttp_search._checks import check_int
 from ttp_search.budget.schedule import ScheduleLike
-from ttp_search.dynamics.sde import Loss, check_hyperparameters, schedule_factors
+from ttp_search.dynamics.hyperparameters import check_hyperparameters, schedule_factors
+from ttp_search.dynamics.samples import Loss
 from ttp_search.errors import InvalidInputError
 
 
