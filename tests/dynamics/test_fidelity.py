@@ -2,7 +2,8 @@
 
 With every sample, no sketch and every eigen-direction, the SDE's mean path is the
 linearized network's full-batch SGD; these tests hold it to that, for cross-entropy and MSE,
-momentum and weight decay, and (cross-entropy) a learning rate past the edge of stability.
+momentum and weight decay, and a learning rate past the edge of stability (cross-entropy
+overshoots and settles, MSE diverges).
 With minibatches, the SDE's expected loss (its simulated runs' mean) is held to the mean of
 several seeded runs of the exact linearized network.
 """
@@ -70,6 +71,19 @@ def test_full_batch_sde_is_the_linearized_networks_sgd(task, loss, lr, momentum,
     predicted = sde.predict_curve(steps=STEPS, points=STEPS // EVERY + 1, **hyper)
     assert predicted.step.tolist() == list(range(0, STEPS + 1, EVERY))
     np.testing.assert_allclose(predicted.loss.to_numpy(), exact, rtol=2e-3)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_mse_past_the_edge_diverges_as_the_linearized_network_does(task, momentum):
+    sde, targets = _sde(task, "mse")
+    lr = 1.2 / sde.edge_ratio(1.0, momentum)  # 20% past the edge of stability
+    hyper = dict(lr=lr, batch_size=120, momentum=momentum, weight_decay=0.0)
+    exact = _exact(task, targets, "mse", **hyper)
+    predicted = sde.predict_curve(steps=STEPS, points=STEPS // EVERY + 1, **hyper)
+    assert exact[-1] > 1e3 * exact[0]  # the reference does diverge
+    np.testing.assert_allclose(predicted.loss.to_numpy(), exact, rtol=2e-3)
+    estimate = sde.steps_to_loss(0.01 * exact[0], **hyper, max_steps=STEPS)
+    assert not estimate.stable
 
 
 def test_past_the_edge_the_estimate_says_it_is_unstable(task):

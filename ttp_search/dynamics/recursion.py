@@ -67,13 +67,11 @@ def mse_run(
         lr_eff = e * eff
         total = 0.0
         for k in range(bins):
-            # Edge of stability: a direction too sharp for this step size (η κ above
-            # 2 (1 + m)) diverges in the linear model, while a real network flattens it and
-            # settles (Cohen et al. 2021): such directions are taken at the fastest-settling
-            # curvature instead (StepsEstimate.stable says so). Below the edge: exact.
+            # Exact at every rate: a direction too sharp for this step size (η κ above
+            # 2 (1 + m)) diverges, as it does in the linearized network and, measured on a
+            # pretrained CIFAR ResNet fine-tuned with MSE, in the real one (StepsEstimate.stable
+            # says so before any run).
             k_t = kappa[k]
-            if e * k_t > 2.0 * (1.0 + momentum):
-                k_t = (1.0 + momentum) / e
             if wd != 0.0:
                 k_d = k_t + wd
                 v_beta[k] = momentum * v_beta[k] + k_d * beta[k] + wd
