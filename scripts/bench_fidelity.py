@@ -67,14 +67,27 @@ REFERENCE = (0.002, 32, 0.9, 0.0)
 
 
 def real_sgd(
-    model, x, y, lr, batch, momentum, wd, steps, every, seed=0, bn_train=False, schedule="constant"
+    model,
+    x,
+    y,
+    lr,
+    batch,
+    momentum,
+    wd,
+    steps,
+    every,
+    seed=0,
+    bn_train=False,
+    schedule="constant",
+    loss_fn=F.cross_entropy,
 ) -> pd.DataFrame:
     """The real network, fine-tuned by SGD on the same batches as linearized_sgd draws, with
     BatchNorm in eval mode (or, ``bn_train``, in train mode: batch statistics in each step,
     running statistics updated); the full training loss is read in eval mode every ``every``
     steps and at every step of the first tenth (what the extrapolation baseline sees,
     ``attrs["head"]``). ``schedule="linear"``: the rate decays linearly to 0 at ``steps``
-    (``LinearDecayLR``, the budget-aware schedule)."""
+    (``LinearDecayLR``, the budget-aware schedule). ``loss_fn(outputs, y)``: the loss trained
+    and read (cross-entropy on labels, or MSE on one-hot targets)."""
     net = copy.deepcopy(model).eval()
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=wd)
     decay = LinearDecayLR(opt, steps) if schedule == "linear" else None
@@ -83,14 +96,14 @@ def real_sgd(
     for step in range(steps + 1):
         if step % every == 0 or step <= head:
             with torch.no_grad():
-                rows.append((step, float(F.cross_entropy(net(x), y))))
+                rows.append((step, float(loss_fn(net(x), y))))
         if step == steps:
             break
         idx = next(batches)
         start = time.perf_counter()
         net.train(bn_train)
         opt.zero_grad()
-        F.cross_entropy(net(x[idx]), y[idx]).backward()
+        loss_fn(net(x[idx]), y[idx]).backward()
         opt.step()
         if decay is not None:
             decay.step()
@@ -143,6 +156,13 @@ def main() -> None:
         help="the learning-rate schedule of every run: constant, or a linear decay to 0 at "
         "--steps (the budget-aware schedule; steps to a level are then read on that one run)",
     )
+    ap.add_argument(
+        "--loss",
+        choices=("ce", "mse"),
+        default="ce",
+        help="the fine-tuning loss: cross-entropy on the labels, or MSE (mean over samples and "
+        "outputs) on one-hot targets, for the real network, the exact run and the SDE alike",
+    )
     args = ap.parse_args()
     if args.schedule != "constant" and not args.no_exact:
         ap.error("--schedule linear runs with --no-exact (the replay needs a constant rate)")
@@ -156,15 +176,19 @@ def main() -> None:
     except SharedDataMissing as exc:
         print(f"skipped: {exc}")
         sys.exit(0)
-    loss0 = float(F.cross_entropy(model(x), y).detach())
+    if args.loss == "mse":
+        y = F.one_hot(y, 10).to(torch.float32)
+    loss_fn = F.cross_entropy if args.loss == "ce" else F.mse_loss
+    loss0 = float(loss_fn(model(x), y).detach())
     levels = [f * loss0 for f in FRACTIONS]
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sde = LinearizedSDE(model, x, y, loss="ce", num_samples=args.samples)
+        sde = LinearizedSDE(model, x, y, loss=args.loss, num_samples=args.samples)
     setup_s = time.perf_counter() - start
     print(
-        f"ResNet-{args.depth}, {args.samples} images, initial loss {loss0:.3f}; SDE setup "
+        f"ResNet-{args.depth}, {args.samples} images, {args.loss}, initial loss {loss0:.3f}; "
+        f"SDE setup "
         f"{setup_s:.1f} s (rank {sde.rank})"
     )
     rows, scored, step_times, checked, records = [], [], [], [], []
@@ -182,6 +206,7 @@ def main() -> None:
                     eval_every=args.every,
                     seed=s,
                     schedule=args.schedule,
+                    loss=args.loss,
                     **hyper,
                 )
                 for s in range(args.exact_seeds)
@@ -202,6 +227,7 @@ def main() -> None:
             args.every,
             bn_train=args.bn_train,
             schedule=args.schedule,
+            loss_fn=loss_fn,
         )
         real_s = time.perf_counter() - t0
         if args.schedule == "linear":
@@ -297,10 +323,14 @@ def main() -> None:
         per_level["backbone"] += " (BN train)"  # plot_fidelity.py's tables keep them apart
     if args.schedule != "constant":
         per_level["backbone"] += f" ({args.schedule} decay)"
+    if args.loss != "ce":
+        per_level["backbone"] += f" ({args.loss})"
     print(baseline_summary(per_level))
     # The BN-train and schedule rows stay out of plot_fidelity.py's bench_fidelity_resnet*.csv.
-    mode = ("bn_train_" if args.bn_train else "") + (
-        "" if args.schedule == "constant" else f"{args.schedule}_"
+    mode = (
+        ("bn_train_" if args.bn_train else "")
+        + ("" if args.schedule == "constant" else f"{args.schedule}_")
+        + ("" if args.loss == "ce" else f"{args.loss}_")
     )
     csv = Path(args.csv_dir) / f"bench_fidelity_{mode}resnet{args.depth}.csv"
     per_level.to_csv(csv, index=False)

@@ -67,8 +67,16 @@ def main() -> None:
         default="constant",
         help="the runs of bench_fidelity.py --schedule (linear: bench_fidelity_linear_*.csv)",
     )
+    ap.add_argument(
+        "--loss",
+        choices=("ce", "mse"),
+        default="ce",
+        help="the runs of bench_fidelity.py --loss (mse: bench_fidelity_mse_*.csv)",
+    )
     args = ap.parse_args()
-    mode = "" if args.schedule == "constant" else f"{args.schedule}_"
+    mode = ("" if args.schedule == "constant" else f"{args.schedule}_") + (
+        "" if args.loss == "ce" else f"{args.loss}_"
+    )
     files = sorted(Path(args.docs).glob(f"bench_fidelity_{mode}resnet*.csv"))
     if not files:
         print(f"no bench_fidelity_{mode}resnet*.csv in {args.docs}: run bench_fidelity.py")
@@ -100,6 +108,7 @@ def main() -> None:
         )
         ax.legend(fontsize=8)
     under = "" if args.schedule == "constant" else f" ({args.schedule} decay)"
+    under += "" if args.loss == "ce" else f", {args.loss}"
     fig.suptitle(f"Steps to 50/25/10% of the initial loss{under}: SDE against the real network")
     fig.tight_layout()
     out = Path(args.docs) / f"bench_fidelity{'' if not mode else '_' + mode.rstrip('_')}.png"

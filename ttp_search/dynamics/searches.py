@@ -80,7 +80,7 @@ class StepSearches:
     ) -> list[StepsEstimate]:
         """:meth:`steps_to_loss` for each of several targets, the same estimates.
 
-        At a constant rate with simulated minibatches (cross-entropy, batch smaller than the
+        At a constant rate with simulated minibatches (either loss, batch smaller than the
         samples) one run, read at every step until its band is below the lowest target,
         answers every target: a prediction for three levels costs about one. Otherwise each
         target gets its own search.
@@ -89,7 +89,7 @@ class StepSearches:
         for target in targets:
             check_target_loss(target)
         hyper = dict(lr=lr, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay)
-        shared = schedule == "constant" and self.loss == "ce" and batch_size < self.n
+        shared = schedule == "constant" and batch_size < self.n
         if not shared or len(targets) < 2:
             return [
                 self.steps_to_loss(
@@ -193,7 +193,7 @@ class StepSearches:
     def _steps_to(self, reached, target, lr, bs, mom, wd, schedule, decay, max_steps, stop=None):
         self._check(lr, bs, mom, wd, max_steps, decay)
         found = {}
-        if schedule == "constant" and self.loss == "ce" and bs < self.n:
+        if schedule == "constant" and bs < self.n:
             # Simulated minibatches: reading the loss costs far less than a step, so one run
             # read at every step gives each crossing exactly (the two-pass search below
             # would simulate the steps to the crossing twice).
@@ -216,7 +216,7 @@ class StepSearches:
             if grid[-1] > 0:
                 df = self._curve(eta[: int(grid[-1])], bs, mom, wd, decay, grid)
             found = first_hits(df, reached)
-        elif self.loss == "mse":
+        elif self.loss == "mse" and bs >= self.n:
             found = self._shortest_budgets(reached, lr, bs, mom, wd, schedule, decay, max_steps)
         else:
             # One run of budget T gives the end of all three curves: the three searches
