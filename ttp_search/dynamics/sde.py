@@ -288,11 +288,8 @@ class LinearizedSDE(StepSearches):
 
     def _mse(self, eta, batch_size, momentum, wd, decay, grid) -> pd.DataFrame:
         mean, low, high = self._mse_run(eta, grid, batch_size, momentum, wd, decay)
-        df = pd.DataFrame(
-            {"step": np.asarray(grid, dtype=int), "loss": mean, "loss_low": low, "loss_high": high}
-        )
-        df["accuracy"] = np.nan  # MSE targets need not be classes
-        return df
+        # MSE targets need not be classes: no accuracy.
+        return _curve_frame(grid, mean, low, high, np.full(len(mean), np.nan))
 
     def _mse_run(self, eta, read, batch_size, momentum, wd, decay) -> tuple[np.ndarray, ...]:
         """The MSE recursion (:func:`~ttp_search.dynamics.recursion.mse_run`) for the schedule
@@ -343,10 +340,7 @@ class LinearizedSDE(StepSearches):
             wd=float(wd),
             **(stop or {}),
         ).T
-        return pd.DataFrame(
-            {"step": np.asarray(grid, dtype=int), "loss": loss, "loss_low": loss,
-             "loss_high": loss, "accuracy": acc}
-        )  # fmt: skip
+        return _curve_frame(grid, loss, loss, loss, acc)
 
     def _simulated(self, eta, batch_size, momentum, wd, decay, grid, stop=None) -> pd.DataFrame:
         """Minibatches smaller than the samples, either loss: ``simulated_runs`` seeded SGD
@@ -362,10 +356,7 @@ class LinearizedSDE(StepSearches):
             wd=float(wd), **(stop or {}),
         )  # fmt: skip
         loss, low, high, acc = out.T
-        return pd.DataFrame(
-            {"step": np.asarray(grid, dtype=int), "loss": loss, "loss_low": low,
-             "loss_high": high, "accuracy": acc}
-        )  # fmt: skip
+        return _curve_frame(grid, loss, low, high, acc)
 
     def _function_gram(self) -> np.ndarray:
         """``Θ = U diag(λ) Uᵀ`` with the (possibly extrapolated) eigenvalues, in float32:
@@ -526,3 +517,16 @@ class LinearizedSDE(StepSearches):
             h = direction_curvatures(softmax(self.f0, axis=1), M)
             cached = self._h0 = (self.eigenvalues, self.eigenvalues[:r] * np.maximum(h, 0.0))
         return cached[1]
+
+
+def _curve_frame(grid, loss, low, high, accuracy) -> pd.DataFrame:
+    """A predicted curve: the mean loss, its 80% band and the accuracy at the steps of grid."""
+    return pd.DataFrame(
+        {
+            "step": np.asarray(grid, dtype=int),
+            "loss": loss,
+            "loss_low": low,
+            "loss_high": high,
+            "accuracy": accuracy,
+        }
+    )
