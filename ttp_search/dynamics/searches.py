@@ -54,6 +54,22 @@ class StepSearches:
         """
         check_target_loss(target)
         hyper = dict(lr=lr, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay)
+        if self.surely_unreachable(
+            target,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            schedule=schedule,
+            decay=decay,
+            max_steps=max_steps,
+        ):
+            # A simulated minibatch run would otherwise go all the way to max_steps to learn
+            # what a bound says in a few vector operations.
+            self._check(lr, batch_size, momentum, weight_decay, max_steps, decay)
+            never = dict.fromkeys(_RESOLUTION, math.inf)
+            return self._estimate(
+                never, target, lr, momentum, weight_decay, schedule, decay, max_steps
+            )
         estimate = self._steps_to(
             lambda df, col: df[col] <= target,
             target,
