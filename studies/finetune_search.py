@@ -151,9 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     how = "computed by this worker" if grams.computed_here else "loaded"
     print(f"Jacobians per block: {how} in {time.perf_counter() - start:.1f} s")
+    # Every proposal is priced by a budget search over the SDE: the closed-form noise model
+    # keeps a search to milliseconds, where simulated minibatches took seconds (BENCHMARKS.md).
     steps_model = StepsToTarget(
-        grams, target, max_steps=args.max_steps, tuned_blocks=lambda p: TUNED[p["tune"]]
-    )
+        grams, target, max_steps=args.max_steps, tuned_blocks=lambda p: TUNED[p["tune"]],
+        noise="gaussian",
+    )  # fmt: skip
 
     @functools.cache
     def step_time(tune: str, batch_size: int):  # depends on nothing else: price each pair once

@@ -62,3 +62,43 @@ def test_a_model_error_widens_every_interval_it_answers(grams):
     wide = StepsToTarget(grams, 0.6 * start, max_steps=5000, model_error=error).steps(params)
     assert wide[0] == plain[0]
     assert wide[1:] == pytest.approx((plain[1] / 2, plain[2] * 2))
+
+
+def test_gaussian_noise_prices_minibatches_in_closed_form(grams):
+    """noise='gaussian' reaches the SDE it builds; its minibatch curve is the closed form
+    (seed-free, above the noise-free full-batch curve), not the simulated runs."""
+    params = {"lr": 0.2, "batch_size": 8, "momentum": 0.5, "tune": "head"}
+    model = StepsToTarget(grams, 0.01, max_steps=500, tuned_blocks=lambda p: [p["tune"]],
+                          noise="gaussian")  # fmt: skip
+    sde = model.sde(params)
+    assert sde.noise == "gaussian"
+    simulated = grams.sde(["head"], extrapolate=False)
+    closed = grams.sde(["head"], extrapolate=False, noise="gaussian")
+    kw = dict(lr=0.2, momentum=0.5, steps=300, points=7)
+    noisy, full = (
+        closed.predict_curve(batch_size=8, **kw),
+        closed.predict_curve(batch_size=48, **kw),
+    )
+    assert (noisy.loss.iloc[1:] > full.loss.iloc[1:]).all()
+    assert (noisy.loss_high - noisy.loss_low).iloc[-1] > 0
+    assert not noisy.loss.equals(simulated.predict_curve(batch_size=8, **kw).loss)
+    # At batches of all the samples both models run the same exact recursion.
+    assert full.loss.equals(simulated.predict_curve(batch_size=48, **kw).loss)
+    target = float(noisy.loss.iloc[3])
+    expected = closed.steps_to_loss(target, lr=0.2, batch_size=8, momentum=0.5,
+                                    schedule="linear", max_steps=500)  # fmt: skip
+    assert StepsToTarget(grams, target, max_steps=500, tuned_blocks=lambda p: [p["tune"]],
+                         noise="gaussian").steps(params)[0] == expected.steps  # fmt: skip
+
+
+@pytest.mark.parametrize("loss, noise", [("mse", "ou"), ("ce", "gaussian")])
+def test_a_noise_model_the_loss_cannot_take_is_refused(loss, noise):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 3))
+    x = torch.randn(16, 4)
+    y = torch.randint(3, (16,)) if loss == "ce" else torch.randn(16, 3)
+    grams = BlockGrams(net, x, y, {"all": ["0."]}, loss=loss, num_samples=16, projection_dim=50)
+    with pytest.raises(InvalidInputError, match="noise"):
+        grams.sde(["all"], noise=noise)
+    with pytest.raises(InvalidInputError, match="noise"):
+        StepsToTarget(grams, 0.1, max_steps=10, noise=noise)

@@ -32,7 +32,7 @@ from torch import nn
 
 from ttp_search._cache import atomic_write_bytes, cache_dir
 from ttp_search.dynamics.jacobian import sketched_gram, weight_direction
-from ttp_search.dynamics.samples import Loss, sample_outputs
+from ttp_search.dynamics.samples import Loss, Noise, sample_outputs
 from ttp_search.dynamics.sde import LinearizedSDE
 from ttp_search.errors import InvalidInputError
 
@@ -86,10 +86,15 @@ class BlockGrams:
         return list(self.grams)
 
     def sde(
-        self, blocks: Sequence[str], *, rank: int | None = None, extrapolate: bool = True
+        self,
+        blocks: Sequence[str],
+        *,
+        rank: int | None = None,
+        extrapolate: bool = True,
+        noise: Noise = "simulated",
     ) -> LinearizedSDE:
         """The linearized SDE of fine-tuning exactly ``blocks`` (the rest frozen); see
-        :class:`LinearizedSDE` for ``extrapolate``."""
+        :class:`LinearizedSDE` for ``extrapolate`` and ``noise``."""
         if isinstance(blocks, str):
             blocks = [blocks]
         unknown = [b for b in blocks if b not in self.grams]
@@ -108,6 +113,7 @@ class BlockGrams:
             num_data=self.num_data,
             rank=rank,
             extrapolate=extrapolate,
+            noise=noise,
         )
 
     # -------------------------------------------------------------------- persistence

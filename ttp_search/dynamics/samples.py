@@ -13,6 +13,23 @@ from ttp_search._checks import check_int
 from ttp_search.errors import InvalidInputError
 
 Loss = Literal["ce", "mse"]
+#: How minibatch noise is predicted: ``"simulated"`` (seeded SGD runs on the linearized
+#: network, exact in distribution; a step costs a gather of the batch's Gram rows) or
+#: ``"gaussian"`` (MSE only: the closed-form Ornstein-Uhlenbeck model, milliseconds per
+#: prediction whatever the steps, but it can reach targets sooner than the linearized
+#: network does; BENCHMARKS.md, "MSE fine-tuning").
+Noise = Literal["simulated", "gaussian"]
+
+
+def check_noise(noise: object, loss: str) -> str:
+    """A valid noise model for ``loss``, or an :class:`InvalidInputError` naming it."""
+    if noise not in ("simulated", "gaussian"):
+        raise InvalidInputError(f"noise must be 'simulated' or 'gaussian', got {noise!r}")
+    if noise == "gaussian" and loss != "mse":
+        raise InvalidInputError(
+            f"noise='gaussian' is the MSE closed form; loss {loss!r} needs noise='simulated'"
+        )
+    return str(noise)
 
 
 def sample_indices(num_data: int, num_samples: int, seed: int) -> torch.Tensor:

@@ -51,7 +51,7 @@ from ttp_search.dynamics.hyperparameters import (
 from ttp_search.dynamics.jacobian import sketched_gram, weight_direction
 from ttp_search.dynamics.linearity import DEFAULT_TOLERANCE, FrozenNetwork, LinearityCheck
 from ttp_search.dynamics.recursion import mse_run
-from ttp_search.dynamics.samples import Loss, sample_indices, sample_outputs
+from ttp_search.dynamics.samples import Loss, Noise, check_noise, sample_indices, sample_outputs
 from ttp_search.dynamics.searches import StepSearches
 from ttp_search.dynamics.simulation import run_losses, simulate_sgd
 from ttp_search.dynamics.spectrum import extrapolation_factors
@@ -80,6 +80,10 @@ class LinearizedSDE(StepSearches):
             from the subset to the full data set (:mod:`ttp_search.dynamics.spectrum`); the
             subset's own eigenvalues stay in ``sample_eigenvalues``. ``extrapolated_to`` says
             whether it happened (N) or not (None).
+        noise: how batches smaller than the samples are predicted: ``"simulated"``
+            (seeded SGD runs on the linearized network) or, for MSE, ``"gaussian"`` (a
+            closed form, for searches that price many configurations and can trade exactness
+            for milliseconds; see :data:`~ttp_search.dynamics.samples.Noise`).
 
     Example:
         >>> import torch
@@ -113,7 +117,9 @@ class LinearizedSDE(StepSearches):
         seed: int = 0,
         rank: int | None = None,
         extrapolate: bool = True,
+        noise: Noise = "simulated",
     ) -> None:
+        self.noise = check_noise(noise, loss)
         projection_dim = check_int("projection_dim", projection_dim, 1)
         rank = None if rank is None else check_int("rank", rank, 1)
         x, f0, self.Y, self.N = sample_outputs(
@@ -184,6 +190,7 @@ class LinearizedSDE(StepSearches):
         num_data: int,
         rank: int | None = None,
         extrapolate: bool = True,
+        noise: Noise = "simulated",
     ) -> LinearizedSDE:
         """An SDE from a precomputed function-space Gram ``J Jᵀ`` (``(n·C, n·C)``), the
         outputs ``f0`` (``(n, C)``) and ``d0 = J w0`` at the pretrained weights, the encoded
@@ -195,6 +202,7 @@ class LinearizedSDE(StepSearches):
         if loss not in ("ce", "mse"):
             raise InvalidInputError(f"loss must be 'ce' or 'mse', got {loss!r}")
         self = cls.__new__(cls)
+        self.noise = check_noise(noise, loss)
         self.loss, self.N = loss, int(num_data)
         self.n, self.C = np.asarray(f0).shape
         if np.asarray(gram).shape != (self.n * self.C, self.n * self.C):
@@ -248,7 +256,7 @@ class LinearizedSDE(StepSearches):
         ``stop``: minibatch and cross-entropy runs stop at the first grid point whose band lies at or below
         ``stop["stop_below"]`` or whose accuracy reaches ``stop["stop_at_accuracy"]`` (later
         rows are NaN): a search for the crossing needs nothing after."""
-        if batch_size < self.n:
+        if self._simulates(batch_size):
             df = self._simulated(eta, batch_size, momentum, weight_decay, decay, grid, stop)
         elif self.loss == "mse":
             df = self._mse(eta, batch_size, momentum, weight_decay, decay, grid)
@@ -256,6 +264,10 @@ class LinearizedSDE(StepSearches):
             df = self._ce(eta, momentum, weight_decay, decay, grid, stop)
         df.attrs["weight_decay"] = decay
         return df
+
+    def _simulates(self, batch_size: int) -> bool:
+        """Whether minibatches of this size are simulated (else the closed-form noise model)."""
+        return batch_size < self.n and self.noise == "simulated"
 
     def _noise(self, batch_size: int) -> float:
         return max(1.0 / batch_size - 1.0 / self.N, 0.0)

@@ -105,7 +105,7 @@ class StepSearches:
         for target in targets:
             check_target_loss(target)
         hyper = dict(lr=lr, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay)
-        shared = schedule == "constant" and batch_size < self.n
+        shared = schedule == "constant" and self._simulates(batch_size)
         if not shared or len(targets) < 2:
             return [
                 self.steps_to_loss(
@@ -209,7 +209,7 @@ class StepSearches:
     def _steps_to(self, reached, target, lr, bs, mom, wd, schedule, decay, max_steps, stop=None):
         self._check(lr, bs, mom, wd, max_steps, decay)
         found = {}
-        if schedule == "constant" and bs < self.n:
+        if schedule == "constant" and self._simulates(bs):
             # Simulated minibatches: reading the loss costs far less than a step, so one run
             # read at every step gives each crossing exactly (the two-pass search below
             # would simulate the steps to the crossing twice).
@@ -232,7 +232,7 @@ class StepSearches:
             if grid[-1] > 0:
                 df = self._curve(eta[: int(grid[-1])], bs, mom, wd, decay, grid)
             found = first_hits(df, reached)
-        elif self.loss == "mse" and bs >= self.n:
+        elif self.loss == "mse" and not self._simulates(bs):
             found = self._shortest_budgets(reached, lr, bs, mom, wd, schedule, decay, max_steps)
         else:
             # One run of budget T gives the end of all three curves: the three searches

@@ -25,6 +25,7 @@ from ttp_search._checks import check_int, check_real
 from ttp_search.budget.schedule import ScheduleLike
 from ttp_search.dynamics.blocks import BlockGrams
 from ttp_search.dynamics.model_error import ModelErrorInterval
+from ttp_search.dynamics.samples import Noise, check_noise
 from ttp_search.dynamics.sde import LinearizedSDE
 
 
@@ -45,6 +46,8 @@ class StepsToTarget:
         model_error: a fitted :class:`~ttp_search.dynamics.ModelErrorInterval` that widens
             every steps interval by the model error measured on reference fine-tunings
             (``None``: the SDE's own interval, its sampling noise only).
+        noise: the SDE's minibatch noise model (see :class:`LinearizedSDE`): a search that
+            prices every proposal may take ``"gaussian"`` (MSE) for millisecond predictions.
 
     Parameters are read by their PyTorch names: ``lr``, ``batch_size``, ``momentum`` and
     ``weight_decay`` (the last two default to 0). ``prediction_s_`` counts the seconds spent
@@ -61,8 +64,10 @@ class StepsToTarget:
         schedule: ScheduleLike = "linear",
         extrapolate: bool = False,
         model_error: ModelErrorInterval | None = None,
+        noise: Noise = "simulated",
     ) -> None:
         self.grams = grams
+        self.noise = check_noise(noise, grams.loss)
         self.target = check_real("target", target, low=0.0)
         self.max_steps = check_int("max_steps", max_steps, 1)
         self.tuned_blocks = tuned_blocks
@@ -76,7 +81,9 @@ class StepsToTarget:
         """The SDE of the blocks ``params`` fine-tunes (built once per set of blocks)."""
         blocks = tuple(self.tuned_blocks(params) if self.tuned_blocks else self.grams.blocks)
         if blocks not in self._sdes:
-            self._sdes[blocks] = self.grams.sde(list(blocks), extrapolate=self.extrapolate)
+            self._sdes[blocks] = self.grams.sde(
+                list(blocks), extrapolate=self.extrapolate, noise=self.noise
+            )
         return self._sdes[blocks]
 
     @staticmethod
