@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from ttp_search.cost import LayerTimeModel
+from ttp_search.cost import DEFAULT_CALIBRATION_S, LayerTimeModel
 from ttp_search.data import mnist1d
 from ttp_search.optuna import (
     CostAwareSampler,
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-trials", type=int, help="stop this worker after this many trials")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
-    parser.add_argument("--calibration-budget", type=float, default=60.0)
+    parser.add_argument("--calibration-budget", type=float, default=DEFAULT_CALIBRATION_S)
     parser.add_argument("--heartbeat", type=float, default=10.0, help="seconds (0: off)")
     parser.add_argument("--out", type=Path, help="default: out/<study name>/ here")
     args = parser.parse_args(argv)

@@ -27,7 +27,7 @@ from ray.tune.search.optuna import OptunaSearch
 from torch import nn
 from torch.nn import functional as F
 
-from ttp_search.cost import LayerTimeModel
+from ttp_search.cost import DEFAULT_CALIBRATION_S, LayerTimeModel
 from ttp_search.data import mnist1d
 from ttp_search.ray import (
     CostAwareSearcher,
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", help="experiment name (default: dated)")
     parser.add_argument("--out", type=Path, help="default: out/<name>/ here")
-    parser.add_argument("--calibration-budget", type=float, default=60.0)
+    parser.add_argument("--calibration-budget", type=float, default=DEFAULT_CALIBRATION_S)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per trial")
     args = parser.parse_args(argv)
     name = args.name or time.strftime("ray_nas-%Y%m%d-%H%M%S")
