@@ -188,8 +188,7 @@ def main() -> None:
     setup_s = time.perf_counter() - start
     print(
         f"ResNet-{args.depth}, {args.samples} images, {args.loss}, initial loss {loss0:.3f}; "
-        f"SDE setup "
-        f"{setup_s:.1f} s (rank {sde.rank})"
+        f"SDE setup {setup_s:.1f} s (rank {sde.rank})"
     )
     rows, scored, step_times, checked, records = [], [], [], [], []
     for lr, batch, momentum, wd in tqdm(configs, desc="configurations"):

@@ -12,16 +12,18 @@ Near the pretrained weights w0 the network is close to its linearization
   ``f = f0 + U z`` in the top eigen-directions, one discrete step at a time while any
   direction is fast (so overshoot past the edge of stability is reproduced), several at once
   once all are slow (:mod:`ttp_search.dynamics.cross_entropy`).
-* SGD noise, batches smaller than the samples (either loss): simulated.
+* SGD noise, batches smaller than the samples (either loss): simulated (by default;
+  ``noise="gaussian"`` gives MSE the closed form of the next item instead).
   ``simulated_runs`` seeded runs of minibatch SGD on the function-space outputs
   (shuffling-loader batches; a step gathers the batch's rows of Θ), whose mean is the curve
   and whose 10th/90th percentiles are the band (:mod:`ttp_search.dynamics.simulation`). On
   pretrained ResNets one minibatch step can throw the outputs far and raise the loss
   several-fold, which a small-noise model misses.
 * SGD noise, MSE with batches of at least the samples but fewer than the data set (the
-  spectrum extrapolated to N): an Ornstein–Uhlenbeck variance per direction, fed by the
-  minibatch gradient covariance approximated as loss × Θ²/n (the paper's approximation)
-  scaled by (1/B − 1/N); it raises the expected loss and gives the interval.
+  spectrum extrapolated to N), or any batch with ``noise="gaussian"``: an
+  Ornstein–Uhlenbeck variance per direction, fed by the minibatch gradient covariance
+  approximated as loss × Θ²/n (the paper's approximation) scaled by (1/B − 1/N); it raises
+  the expected loss and gives the interval.
 
 Computed on ``num_samples`` samples: the per-sample normalisation makes the top per-direction
 rates ``λ/n`` estimates of the full data set's; where the residual's energy sits still moves
@@ -101,8 +103,8 @@ class LinearizedSDE(StepSearches):
     #: Relative width of the curvature bins the MSE recursion runs on (0: one per direction,
     #: exact; 0.1 moves steps to a target by under 2% and runs about 2x faster).
     bin_width: float = 0.1
-    #: Seeded minibatch runs a cross-entropy prediction simulates (their mean is the curve,
-    #: their 10th and 90th percentiles the band).
+    #: Seeded minibatch runs a simulated prediction makes (their mean is the curve, their
+    #: 10th and 90th percentiles the band).
     simulated_runs: int = 8
 
     def __init__(
@@ -253,9 +255,10 @@ class LinearizedSDE(StepSearches):
         self, eta, batch_size, momentum, weight_decay, decay, grid, stop=None
     ) -> pd.DataFrame:
         """The predicted curve at the steps of ``grid`` (sorted, within ``len(eta)``).
-        ``stop``: minibatch and cross-entropy runs stop at the first grid point whose band lies at or below
-        ``stop["stop_below"]`` or whose accuracy reaches ``stop["stop_at_accuracy"]`` (later
-        rows are NaN): a search for the crossing needs nothing after."""
+        ``stop``: simulated minibatch and cross-entropy runs stop at the first grid point
+        whose band lies at or below ``stop["stop_below"]`` or whose accuracy reaches
+        ``stop["stop_at_accuracy"]`` (later rows are NaN): a search for the crossing needs
+        nothing after."""
         if self._simulates(batch_size):
             df = self._simulated(eta, batch_size, momentum, weight_decay, decay, grid, stop)
         elif self.loss == "mse":
