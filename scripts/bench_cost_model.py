@@ -191,6 +191,14 @@ def build_demo_cases(quick: bool) -> list[Case]:
     return cases
 
 
+def _drift_line(ltm: LayerTimeModel) -> str:
+    """What the drift check at load saw and whether it rescaled the predictions below."""
+    if ltm.drift is None:
+        return "Drift check at load: none (a calibration made in this run)."
+    applied = f"applied, x {ltm.slowdown:.2f}" if ltm.slowdown != 1.0 else "not applied"
+    return f"Drift check at load: {ltm.drift.text()}; {applied}."
+
+
 def markdown(
     summary: pd.DataFrame,
     results: pd.DataFrame,
@@ -208,6 +216,8 @@ def markdown(
         f"{info['optimizer_samples']} optimizer updates). Cases: {len(ok)} measured, "
         f"{len(results) - len(ok)} not trainable (batch norm with one value per channel). "
         + (f"Benchmark wall time {wall_s / 60:.1f} min." if wall_s else ""),
+        "",
+        _drift_line(ltm),
         "",
         "| method | median APE | mean APE | within ±10% | within ±25% | Spearman ρ | 80% interval coverage |",
         "|---|---:|---:|---:|---:|---:|---:|",

@@ -27,9 +27,14 @@ def test_slowdown_is_the_geometric_mean_of_the_reference_kernels():
     assert old_file.stale and "recalibrate" in old_file.text()
 
 
-def test_reference_speeds_are_measured_in_about_a_second():
+def test_reference_speeds_are_positive_finite_medians_of_rounds():
     speeds = reference_speeds("cpu")
     assert set(speeds) == set(THEN) and all(v > 0 and math.isfinite(v) for v in speeds.values())
+    one = reference_speeds("cpu", rounds=1)
+    assert set(one) == set(THEN) and all(v > 0 and math.isfinite(v) for v in one.values())
+    for bad in (0, 2.5, True):
+        with pytest.raises(InvalidInputError, match="rounds"):
+            reference_speeds("cpu", rounds=bad)
 
 
 def _speeds_times(factor: float):

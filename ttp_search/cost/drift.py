@@ -3,18 +3,20 @@
 A calibration records how fast the device was when it was made (peak matmul FLOP/s, copy
 bandwidth, the seconds of one small-op dispatch) and when. A shared machine's speed drifts:
 other jobs, thermal and power limits, a noisy neighbour. Re-measuring those three reference
-kernels takes about a second; their slowdown against the calibration, as one geometric
-mean, rescales every later prediction, and a drift beyond ``stale_ratio`` says the
+kernels takes about a second and a half; their slowdown against the calibration, as one
+geometric mean, rescales every later prediction, and a drift beyond ``stale_ratio`` says the
 calibration no longer describes the machine (recalibrate).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 
 import torch
 
+from ttp_search._checks import check_int
 from ttp_search.cost._timing import median_time
 
 
@@ -28,13 +30,25 @@ def measure_dispatch_s(device: torch.device | str = "cpu") -> float:
     ).median_s
 
 
-def reference_speeds(device: torch.device | str = "cpu") -> dict[str, float]:
-    """Peak FLOP/s, bandwidth (bytes/s) and dispatch seconds of ``device`` now."""
+def reference_speeds(device: torch.device | str = "cpu", rounds: int = 5) -> dict[str, float]:
+    """Peak FLOP/s, bandwidth (bytes/s) and dispatch seconds of ``device`` now: each the
+    median over ``rounds`` interleaved rounds, after one untimed round.
+
+    A single round in a fresh process reads matmul up to 15% slow (the first round warms the
+    kernels up) and the dispatch time of one round can jump by half, both beyond the drift
+    worth correcting; the median of rounds taken in turn shrugs off one disturbed round.
+    """
     from ttp_search.cost.calibrate import measure_device_peaks
 
     device = torch.device(device)
-    peak, bandwidth = measure_device_peaks(device)
-    return {"peak_flops": peak, "bandwidth": bandwidth, "dispatch_s": measure_dispatch_s(device)}
+    rounds = check_int("rounds", rounds, 1)
+    measure_device_peaks(device)  # warm-up: thread pool, kernels, first-touch pages
+    samples = []
+    for _ in range(rounds):
+        peak, bandwidth = measure_device_peaks(device)
+        samples.append((peak, bandwidth, measure_dispatch_s(device)))
+    peak, bandwidth, dispatch = (statistics.median(column) for column in zip(*samples, strict=True))
+    return {"peak_flops": peak, "bandwidth": bandwidth, "dispatch_s": dispatch}
 
 
 @dataclass(frozen=True)
