@@ -16,7 +16,8 @@ pruner. Metrics per pruner:
 * the compute spent, as a share of no pruning.
 
 Baselines: every Optuna pruner, no pruning, TTPPruner without the study-informed predictor,
-and the 1-epoch rule of Egele et al. 2024. Ray's ASHA and MedianStoppingRule are replayed by
+and the 1-epoch rule of Egele et al. 2024. Two clairvoyant rows (they know every final value)
+bound what any pruner could reach. Ray's ASHA and MedianStoppingRule are replayed by
 bench-ray on the MNIST-1D curves.
 
 Live (``--live``): `studies/cost_aware_nas.py`, run in its own process as a user runs it, vs
@@ -141,6 +142,31 @@ def replay(trials: list[RecordedTrial], order: np.ndarray, pruner) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
+def clairvoyant(trials: list[RecordedTrial], order: np.ndarray, judged_at: str) -> pd.DataFrame:
+    """The log of a pruner that knows every final value: a near-best trial runs to its end,
+    every other one stops at its first report (``"first report"``) or at its first report
+    after one epoch (``"one epoch"``, what any rule that watches an epoch must spend). No
+    real pruner can do better, so its compute to near-best bounds every row from below."""
+    best = max(t.final for t in trials)
+    rows = []
+    for i in order:
+        run = trials[i]
+        compute = run.compute_at()
+        near = run.final >= best - TOLERANCE
+        stop = 0
+        if judged_at == "one epoch":
+            stop = min(int(np.searchsorted(run.steps, run.epoch_steps)), run.steps.size - 1)
+        used = float(compute[-1] if near else compute[stop])
+        rows.append({"run": run.name, "final": run.final, "completed": near, "seconds": used})
+    return pd.DataFrame(rows)
+
+
+CLAIRVOYANT = {
+    "Clairvoyant, first report (lower bound)": "first report",
+    "Clairvoyant, one epoch (lower bound)": "one epoch",
+}
+
+
 def metrics(log: pd.DataFrame, trials: list[RecordedTrial]) -> dict:
     finals = np.array([t.final for t in trials])
     best = finals.max()
@@ -179,6 +205,11 @@ def replay_table(name: str, orders: int, seed: int, size: int | None, shared: Pa
         order = np.arange(len(trials))
         m = metrics(replay(trials, order, pruners()[pruner_name]), trials)
         rows.append({"order": o, "pruner": pruner_name, **m})
+    for o in range(orders):
+        trials = [everything[i] for i in draws[o]]
+        for bound, judged_at in CLAIRVOYANT.items():
+            m = metrics(clairvoyant(trials, np.arange(len(trials)), judged_at), trials)
+            rows.append({"order": o, "pruner": bound, **m})
     per_order = pd.DataFrame(rows)
     summary = per_order.groupby("pruner", sort=False).agg(
         median_compute_to_near_best=("to_near_best", "median"),
@@ -195,12 +226,13 @@ def replay_table(name: str, orders: int, seed: int, size: int | None, shared: Pa
 
 def _verdict(summary: pd.DataFrame, orders: int) -> str:
     ttp = summary.loc["TTPPruner"]
-    builtins = summary.drop(index=["TTPPruner", "NopPruner"])
+    builtins = summary.drop(index=["TTPPruner", "NopPruner", *CLAIRVOYANT])
     optuna_names = [n for n in builtins.index if not n.startswith(("TTP", "1-epoch"))]
     best_name = builtins.loc[optuna_names].median_compute_to_near_best.idxmin()
     best = builtins.loc[best_name]
     rule = summary.loc["1-epoch rule (top 10%)"]
     ratio = ttp.median_compute_to_near_best / best.median_compute_to_near_best
+    bounds = [summary.loc[name].median_compute_to_near_best for name in CLAIRVOYANT]
     return (
         f"TTPPruner reaches within {TOLERANCE:.1%} of the best after "
         f"{ttp.median_compute_to_near_best:.3f} of the no-pruning compute (median) vs "
@@ -209,7 +241,11 @@ def _verdict(summary: pd.DataFrame, orders: int) -> str:
         f"1-epoch rule. No near-best configuration completed in {int(ttp.never_near_best)} of "
         f"{orders} orders (target 0). Final best {ttp.final_best:.4f} vs no pruning "
         f"{summary.loc['NopPruner'].final_best:.4f}. A top-5 configuration was pruned in "
-        f"{int(ttp.orders_with_top5_pruned)} of {orders} orders (target ≤ 1)."
+        f"{int(ttp.orders_with_top5_pruned)} of {orders} orders (target ≤ 1). A pruner that "
+        f"knew every final value would need {bounds[0]:.3f} (stopping the rest at their first "
+        f"report) or {bounds[1]:.3f} (after one epoch): "
+        f"{bounds[0] / best.median_compute_to_near_best:.2f}x and "
+        f"{bounds[1] / best.median_compute_to_near_best:.2f}x the best Optuna pruner."
     )
 
 
