@@ -297,18 +297,6 @@ class _OpTimer(TorchDispatchMode):
         return out
 
 
-def measure_device_peaks(device: torch.device) -> tuple[float, float]:
-    """Peak matmul FLOP/s and copy bandwidth (bytes/s) of this device, for the roofline."""
-    n = 1024 if device.type == "cpu" else 8192
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    t_mm = median_time(lambda: a @ b, warmup=2, repeats=5, device=device).median_s
-    src = torch.randn(16 * 1024 * 1024, device=device)  # 64 MiB: beyond any CPU cache
-    dst = torch.empty_like(src)
-    t_copy = median_time(lambda: dst.copy_(src), warmup=2, repeats=5, device=device).median_s
-    return 2 * n**3 / t_mm, 2 * src.numel() * src.element_size() / t_copy
-
-
 def _materialize(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """Allocate a meta-built module on ``device`` with cheap random values.
 

@@ -3,7 +3,7 @@
 A calibration records how fast the device was when it was made (peak matmul FLOP/s, copy
 bandwidth, the seconds of one small-op dispatch) and when. A shared machine's speed drifts:
 other jobs, thermal and power limits, a noisy neighbour. Re-measuring those three reference
-kernels takes about a second and a half; their slowdown against the calibration, as one
+kernels takes about a second; their slowdown against the calibration, as one
 geometric mean, rescales every later prediction, and a drift beyond ``stale_ratio`` says the
 calibration no longer describes the machine (recalibrate).
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +31,23 @@ def measure_dispatch_s(device: torch.device | str = "cpu") -> float:
     ).median_s
 
 
+def _peak_kernels(device: torch.device) -> Callable[[], tuple[float, float]]:
+    """A measurement of peak matmul FLOP/s and copy bandwidth (bytes/s) of ``device``, its
+    operands allocated once so that repeated rounds time the kernels, not the allocation."""
+    n = 1024 if device.type == "cpu" else 8192
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    src = torch.randn(16 * 1024 * 1024, device=device)  # 64 MiB: beyond any CPU cache
+    dst = torch.empty_like(src)
+
+    def measure() -> tuple[float, float]:
+        t_mm = median_time(lambda: a @ b, warmup=2, repeats=5, device=device).median_s
+        t_copy = median_time(lambda: dst.copy_(src), warmup=2, repeats=5, device=device).median_s
+        return 2 * n**3 / t_mm, 2 * src.numel() * src.element_size() / t_copy
+
+    return measure
+
+
 def reference_speeds(device: torch.device | str = "cpu", rounds: int = 5) -> dict[str, float]:
     """Peak FLOP/s, bandwidth (bytes/s) and dispatch seconds of ``device`` now: each the
     median over ``rounds`` interleaved rounds, after one untimed round.
@@ -38,15 +56,11 @@ def reference_speeds(device: torch.device | str = "cpu", rounds: int = 5) -> dic
     kernels up) and the dispatch time of one round can jump by half, both beyond the drift
     worth correcting; the median of rounds taken in turn shrugs off one disturbed round.
     """
-    from ttp_search.cost.calibrate import measure_device_peaks
-
     device = torch.device(device)
     rounds = check_int("rounds", rounds, 1)
-    measure_device_peaks(device)  # warm-up: thread pool, kernels, first-touch pages
-    samples = []
-    for _ in range(rounds):
-        peak, bandwidth = measure_device_peaks(device)
-        samples.append((peak, bandwidth, measure_dispatch_s(device)))
+    peaks = _peak_kernels(device)
+    peaks()  # warm-up: thread pool, kernels, first-touch pages
+    samples = [(*peaks(), measure_dispatch_s(device)) for _ in range(rounds)]
     peak, bandwidth, dispatch = (statistics.median(column) for column in zip(*samples, strict=True))
     return {"peak_flops": peak, "bandwidth": bandwidth, "dispatch_s": dispatch}
 

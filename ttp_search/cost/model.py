@@ -422,7 +422,7 @@ class LayerTimeModel:
     ) -> LayerTimeModel:
         """The cached calibration when there is one, else a fresh one (saved to the cache).
 
-        A cached calibration is drift-checked (``drift_check``, about 1.5 s): when the
+        A cached calibration is drift-checked (``drift_check``, about a second): when the
         device runs faster or slower than when it was calibrated, predictions are rescaled
         (:meth:`check_drift`; ``model.drift`` says by how much).
 
@@ -460,7 +460,7 @@ class LayerTimeModel:
         return model
 
     def check_drift(self, *, apply_beyond: float = 0.5, stale_ratio: float = 2.0) -> DriftCheck:
-        """Re-measure the device's reference kernels (about a second and a half) against the speeds
+        """Re-measure the device's reference kernels (about a second) against the speeds
         recorded at calibration; when they moved by more than ``apply_beyond`` (a fraction),
         later predictions are rescaled by the slowdown, and a drift beyond ``stale_ratio``
         is logged as a stale calibration. Returns the :class:`DriftCheck`."""
