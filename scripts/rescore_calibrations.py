@@ -27,7 +27,12 @@ from scipy.stats import spearmanr
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_cost_model import build_cases, build_demo_cases, build_held_out_cases
+from bench_cost_model import (
+    build_cases,
+    build_demo_cases,
+    build_fresh_cases,
+    build_held_out_cases,
+)
 
 from ttp_search.cost import LayerTimeModel, UnsupportedOpWarning
 from ttp_search.cost.trace import StepTrace, trace_training_step
@@ -36,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SPLITS = {
     "benchmark": ("bench_cost_cpu.csv", build_cases),
     "held-out": ("bench_cost_cpu-held-out.csv", build_held_out_cases),
+    "fresh": ("bench_cost_cpu-fresh.csv", build_fresh_cases),
     "demo": ("bench_cost_cpu-demo.csv", build_demo_cases),
 }
 

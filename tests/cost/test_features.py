@@ -8,7 +8,7 @@ import torchvision
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ttp_search.cost.features import FEATURE_COLUMNS, op_features
+from ttp_search.cost.features import FEATURE_COLUMNS, kernel_families, op_features
 from ttp_search.cost.step import training_loss
 from ttp_search.cost.trace import trace_training_step
 
@@ -33,6 +33,32 @@ def test_conv_features_known_shapes_and_flops():
     assert f.bytes_in == (x.numel() + w.numel()) * 4
     assert f.bytes_out == out.numel() * 4
     assert len(f.vector()) == len(FEATURE_COLUMNS)
+
+
+def test_grouped_convolutions_form_a_kernel_family_of_their_own():
+    model = nn.Sequential(
+        nn.Conv2d(32, 32, 3, padding=1),  # dense
+        nn.Conv2d(32, 32, 3, padding=1, groups=4),  # grouped: 8 channels per group
+        nn.Conv2d(32, 64, 3, padding=1, groups=32),  # depthwise, channel multiplier 2
+        nn.Flatten(),
+        nn.Linear(64 * 8 * 8, 10),
+    )
+    trace = trace_training_step(model, (32, 8, 8), 2)
+    ops = [r for r in trace.ops if not r.features.is_alias]
+    names = [r.features.op for r in ops]
+    families = kernel_families(names, [r.features.vector() for r in ops])
+    by_layer: dict[str, set[str]] = {}
+    for record, family in zip(ops, families, strict=True):
+        if record.features.op.startswith("aten.convolution"):
+            by_layer.setdefault(record.layer, set()).add(family)
+    assert by_layer == {
+        "0": {"aten.convolution", "aten.convolution_backward"},
+        "1": {"aten.convolution.grouped", "aten.convolution_backward.grouped"},
+        "2": {"aten.convolution", "aten.convolution_backward"},
+    }
+    # Other ops keep their names, whatever their seventh dimension holds.
+    assert all(f == n for f, n in zip(families, names, strict=True) if "convolution" not in n)
+    assert kernel_families([], []) == []
 
 
 def test_mm_features_record_transposition():

@@ -8,8 +8,10 @@ The same function describes an op seen on fake tensors (prediction) and on real 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.utils import flop_counter
 from torch.utils._pytree import tree_flatten
@@ -205,3 +207,24 @@ def op_features(
         contiguous=all(t.is_contiguous() for t in tensors_in),
         is_alias=alias,
     )
+
+
+_IN_CHANNELS = FEATURE_COLUMNS.index("log_d1")
+_GROUPS = FEATURE_COLUMNS.index("log_d6")
+
+
+def kernel_families(names: Sequence[str], X: np.ndarray) -> list[str]:
+    """Each op's kernel family for the op model: its name, except that a convolution with
+    groups between dense and depthwise (ResNeXt, RegNet) gets a family of its own
+    (``<name>.grouped``). Those run other kernels than dense convolutions; pooled with
+    them, their timings also moved the predictions for dense convolutions."""
+    if len(names) == 0:
+        return []
+    X = np.asarray(X, dtype=np.float64).reshape(len(names), -1)
+    channels = np.rint(np.expm1(X[:, _IN_CHANNELS]))
+    groups = np.rint(np.expm1(X[:, _GROUPS]))
+    grouped = (groups >= 2) & (groups < channels)
+    return [
+        f"{name}.grouped" if is_grouped and name in _CONV_OPS else name
+        for name, is_grouped in zip(names, grouped, strict=True)
+    ]

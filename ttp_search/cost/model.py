@@ -41,7 +41,7 @@ from ttp_search.cost.calibrate import (
     collect_calibration,
 )
 from ttp_search.cost.drift import DriftCheck, check_drift, reference_speeds
-from ttp_search.cost.features import FEATURE_COLUMNS
+from ttp_search.cost.features import FEATURE_COLUMNS, kernel_families
 from ttp_search.cost.step import check_optimizer, device_name
 from ttp_search.cost.trace import StepTrace, trace_training_step
 from ttp_search.errors import CalibrationError, CalibrationNotFoundError
@@ -83,7 +83,7 @@ def _check_fittable(data: CalibrationData) -> None:
 
 
 # Bump when the fitting code changes, so fits cached by an older version are not reused.
-_FIT_VERSION = 2
+_FIT_VERSION = 3
 #: Seconds a first-use calibration takes by default (longer budgets fit better).
 DEFAULT_CALIBRATION_S = 120.0
 _logger = logging.getLogger("ttp_search")
@@ -254,12 +254,12 @@ class LayerTimeModel:
         return self
 
     def _fit_ops(self, data: CalibrationData) -> None:
-        names = pd.Series(data.op_names)
+        X = np.asarray(data.op_X, dtype=np.float64)
+        names = pd.Series(kernel_families(data.op_names, X))
         counts = names.value_counts()
         common = [n for n in counts.index if counts[n] >= _MIN_OP_COUNT][: _MAX_CATEGORIES - 1]
         self.op_vocab = {name: i for i, name in enumerate(sorted(common))}
         self.seen_ops = set(data.op_names)
-        X = np.asarray(data.op_X, dtype=np.float64)
         y = np.log(np.asarray(data.op_time)) - np.log(self._roofline(X))
         self.op_regressor = HistGradientBoostingRegressor(
             max_iter=300,
@@ -278,7 +278,8 @@ class LayerTimeModel:
 
     def _op_matrix(self, names: Sequence[str], X: np.ndarray) -> np.ndarray:
         other = len(self.op_vocab)
-        codes = np.array([self.op_vocab.get(n, other) for n in names], dtype=np.float64)
+        families = kernel_families(names, X)
+        codes = np.array([self.op_vocab.get(n, other) for n in families], dtype=np.float64)
         return np.column_stack([codes, X]) if len(names) else np.zeros((0, X.shape[1] + 1))
 
     def kernel_seconds(self, names: Sequence[str], X: np.ndarray) -> np.ndarray:

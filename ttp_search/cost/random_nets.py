@@ -124,9 +124,12 @@ class _Attention(nn.Module):
 
 # How often each kind is drawn: convolutions (depthwise above all, whose CPU kernels have
 # slow paths at small spatial sizes) and matmuls dominate real steps, so they get more samples.
+# Grouped convolutions between dense and depthwise (ResNeXt, RegNet: 4-64 channels per group)
+# run other kernels than either, and "conv" draws them only with a few groups.
 _LAYER_WEIGHTS = {
     "conv": 5,
     "dwconv": 4,
+    "gconv": 2,
     "conv1d": 1,
     "linear": 3,
     "linear3d": 2,
@@ -175,6 +178,15 @@ def random_layer(
         hw = int(rng.choice((1, 2, 3, 4, 7, 8, 14, 16, 28, 32, 56)))
         mult = int(rng.choice([1, 1, 1, 2]))
         layer = nn.Conv2d(c, c * mult, k, stride, k // 2, groups=c, bias=bool(rng.integers(2)))
+        return layer, (c, hw, hw), n
+    if kind == "gconv":
+        width = int(rng.choice([4, 8, 16, 24, 32, 64]))  # channels per group
+        groups = _logint(rng, 2, max(2, 1024 // width))
+        k = int(rng.choice([1, 3, 3, 3, 5]))
+        stride = int(rng.choice([1, 1, 2]))
+        hw = max(int(rng.choice((2, 4, 7, 8, 14, 16, 28, 32, 56))), k // 2 + 1)
+        c = width * groups
+        layer = nn.Conv2d(c, c, k, stride, k // 2, groups=groups, bias=bool(rng.integers(4) == 0))
         return layer, (c, hw, hw), n
     if kind == "conv1d":
         k = int(rng.choice([1, 3, 5, 7, 9]))
