@@ -163,9 +163,8 @@ def build_cases(quick: bool) -> list[Case]:
     return cases
 
 
-def build_held_out_cases(quick: bool) -> list[Case]:
-    """The held-out split (scripts/held_out_models.py): scored apart, never tuned on."""
-    builders = held_out_builders(32)
+def _architecture_cases(builders: dict, quick: bool) -> list[Case]:
+    """Every architecture at 3x32x32, batch 8 and 32, SGD and Adam (``quick``: three, batch 8)."""
     names = list(builders)[:3] if quick else list(builders)
     batches = (8,) if quick else (8, 32)
     return [
@@ -174,20 +173,17 @@ def build_held_out_cases(quick: bool) -> list[Case]:
         for batch in batches
         for opt in ("sgd", "adam")
     ]
+
+
+def build_held_out_cases(quick: bool) -> list[Case]:
+    """The held-out split (scripts/held_out_models.py): scored apart."""
+    return _architecture_cases(held_out_builders(32), quick)
 
 
 def build_fresh_cases(quick: bool) -> list[Case]:
     """The fresh split (scripts/fresh_models.py): written later than the held-out split,
     scored apart, never tuned on."""
-    builders = fresh_builders(32)
-    names = list(builders)[:3] if quick else list(builders)
-    batches = (8,) if quick else (8, 32)
-    return [
-        Case(name, builders[name], (3, 32, 32), batch, opt)
-        for name in names
-        for batch in batches
-        for opt in ("sgd", "adam")
-    ]
+    return _architecture_cases(fresh_builders(32), quick)
 
 
 def build_demo_cases(quick: bool) -> list[Case]:
