@@ -3,9 +3,9 @@
 A calibration records how fast the device was when it was made (peak matmul FLOP/s, copy
 bandwidth, the seconds of one small-op dispatch) and when. A shared machine's speed drifts:
 other jobs, thermal and power limits, a noisy neighbour. Re-measuring those three reference
-kernels takes about a second; their slowdown against the calibration, as one
-geometric mean, rescales every later prediction, and a drift beyond ``stale_ratio`` says the
-calibration no longer describes the machine (recalibrate).
+kernels takes about a second; their slowdown against the calibration, as one geometric
+mean, rescales later predictions when it is large enough to matter, and a drift beyond
+``stale_ratio`` says the calibration no longer describes the machine (recalibrate).
 """
 
 from __future__ import annotations

@@ -255,8 +255,8 @@ class LayerTimeModel:
 
     def _fit_ops(self, data: CalibrationData) -> None:
         X = np.asarray(data.op_X, dtype=np.float64)
-        names = pd.Series(kernel_families(data.op_names, X))
-        counts = names.value_counts()
+        families = kernel_families(data.op_names, X)
+        counts = pd.Series(families).value_counts()
         common = [n for n in counts.index if counts[n] >= _MIN_OP_COUNT][: _MAX_CATEGORIES - 1]
         self.op_vocab = {name: i for i, name in enumerate(sorted(common))}
         self.seen_ops = set(data.op_names)
@@ -270,23 +270,23 @@ class LayerTimeModel:
             categorical_features=[0],
             early_stopping=False,
             random_state=self.random_state,
-        ).fit(self._op_matrix(data.op_names, X), y)
+        ).fit(self._op_matrix(families, X), y)
 
     def _roofline(self, X: np.ndarray) -> np.ndarray:
         assert self.data is not None
         return roofline_seconds(X, self.data.peak_flops, self.data.bandwidth)
 
-    def _op_matrix(self, names: Sequence[str], X: np.ndarray) -> np.ndarray:
+    def _op_matrix(self, families: Sequence[str], X: np.ndarray) -> np.ndarray:
         other = len(self.op_vocab)
-        families = kernel_families(names, X)
-        codes = np.array([self.op_vocab.get(n, other) for n in families], dtype=np.float64)
-        return np.column_stack([codes, X]) if len(names) else np.zeros((0, X.shape[1] + 1))
+        codes = np.array([self.op_vocab.get(f, other) for f in families], dtype=np.float64)
+        return np.column_stack([codes, X]) if len(families) else np.zeros((0, X.shape[1] + 1))
 
     def kernel_seconds(self, names: Sequence[str], X: np.ndarray) -> np.ndarray:
         """Predicted kernel seconds of each op (no dispatch overhead)."""
         if len(names) == 0:
             return np.zeros(0)
-        return self._roofline(X) * np.exp(self.op_regressor.predict(self._op_matrix(names, X)))
+        families = kernel_families(names, X)
+        return self._roofline(X) * np.exp(self.op_regressor.predict(self._op_matrix(families, X)))
 
     def _fit_optimizer(self, data: CalibrationData) -> None:
         kinds = np.array(data.opt_kind)
