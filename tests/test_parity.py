@@ -53,10 +53,12 @@ def _optuna_decisions(study_budget_s=None) -> tuple[list[list[tuple]], float]:
             value = math.nan if schedule == "nan" and i == 6 else value
             report(trial, value, step, elapsed_s=0.01 * step)
             frozen = study._storage.get_trial(trial._trial_id)
+            # Every decision, including those the pruner does not write (engine.recording).
+            decision = study.pruner.decide(study, frozen)
             pruned = study.pruner.prune(study, frozen)
-            decision = study._storage.get_trial(trial._trial_id).user_attrs.get(keys.DECISION)
-            if decision is not None and decision["step"] == step:
-                seen.append(_key(pruned, decision))
+            if study.pruner.options.should_judge(sorted(frozen.intermediate_values), value):
+                assert pruned == decision.prune
+                seen.append(_key(pruned, decision.to_dict()))
             if pruned:
                 break
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)

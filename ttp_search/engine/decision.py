@@ -277,6 +277,12 @@ class DecisionCore:
                 best, label = pessimistic, t.label
         return best, len(ended.done), label
 
+    @property
+    def best_result(self) -> float | None:
+        """The best finished result the latest decision saw (``None``: none yet)."""
+        best = None if self._ended is None else self._ended.best
+        return None if best is None else best.result
+
     def ended_trials(self, others: Sequence[TrialCurve]) -> EndedTrials:
         """The finished and pruned trials among ``others``, with what was read from them
         (kept while the same trial objects have ended)."""
@@ -382,6 +388,8 @@ class DecisionCore:
         seen = {"n_completed": n_done}
         if best_label is not None:
             seen["incumbent_trial"] = best_label
+        if trial.budget_steps is not None:
+            seen["budget_steps"] = float(trial.budget_steps)  # the budget it was judged at
         remaining = None
         step_s = trial.step_seconds()
         if trial.budget_steps is not None and step_s is not None:

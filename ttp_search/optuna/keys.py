@@ -31,7 +31,8 @@ CLOCK = PREFIX + "clock"
 PLAN = PREFIX + "plan"
 #: get_budget handed out the budget: the plan is final.
 BUDGET_GIVEN = PREFIX + "budget_given"
-#: The pruner's latest decision (Decision.to_dict(), with "step" and "rule").
+#: The pruner's latest recorded decision (Decision.to_dict(), with "step" and "rule"),
+#: at most 5% of the trial's budget behind (``ttp_search.engine.recording``).
 DECISION = PREFIX + "decision"
 #: Why the trial was pruned (the decision's reason).
 PRUNE_REASON = PREFIX + "prune_reason"

@@ -11,6 +11,7 @@ from ttp_search._checks import renamed_option
 from ttp_search.engine import Decision, TrialCurve
 from ttp_search.engine.decision import Rule
 from ttp_search.engine.judging import DecisionOptions
+from ttp_search.engine.recording import record_due
 from ttp_search.optuna import _storage as storage
 from ttp_search.optuna import keys
 from ttp_search.optuna._helpers import stop_study
@@ -43,8 +44,11 @@ class TTPPruner(BasePruner):
     and rules as :class:`ttp_search.ray.TTPScheduler`); ``n_startup_trials``,
     ``n_warmup_steps``, ``interval_steps`` and ``n_min_trials`` mean what they mean in
     Optuna's ``MedianPruner``. The latest decision (its ``rule``, reason, the predicted
-    final value and interval, what it was compared with) is stored as ``keys.DECISION``,
-    a pruned trial's reason as ``keys.PRUNE_REASON``.
+    final value and interval, what it was compared with, the step) is stored as
+    ``keys.DECISION``, a pruned trial's reason as ``keys.PRUNE_REASON``. The record is
+    rewritten when the trial is pruned, its rule changes, it could be read as the
+    incumbent, or it is 5% of the budget old (:mod:`ttp_search.engine.recording`): other
+    workers decide as if every decision were written, at a fraction of the writes.
 
     Example:
         .. code-block:: python
@@ -93,6 +97,9 @@ class TTPPruner(BasePruner):
             )
         self.options = options
         self._ended: dict[object, dict[int, TrialCurve]] = {}
+        # The decision record last written for each running trial judged here (Optuna hands
+        # the pruner the trial's own cache, which does not see writes through the storage).
+        self._written: dict[object, dict[int, dict]] = {}
 
     @property
     def study_budget_s(self) -> float | None:
@@ -104,17 +111,19 @@ class TTPPruner(BasePruner):
         # Ended trials' curves are kept per storage (not per storage id, which a later
         # storage could reuse) and storage trial id.
         ended = self._ended.setdefault(storage_of(study), {})
+        written = self._written.setdefault(storage_of(study), {})
         curves = []
         for t in trials:
             curve = ended.get(trial_id(t))
             if curve is None and t.number != trial.number:
                 curve = self._curve(ended, t)
+                if t.state != TrialState.RUNNING:
+                    written.pop(trial_id(t), None)  # it will not be judged again
             if curve is not None:
                 curves.append(curve)
         me = storage.trial_curve(trial, measure_now=True)
         time_left = storage.study_time_left(study, self.options.study_budget_s, trials)
-        direction = "maximize" if study.direction == StudyDirection.MAXIMIZE else "minimize"
-        return self.options.judge(direction, me, curves, time_left)
+        return self.options.judge(_direction(study), me, curves, time_left)
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         step = trial.last_step
@@ -124,10 +133,16 @@ class TTPPruner(BasePruner):
         if not self.options.should_judge(steps, trial.intermediate_values[step]):
             return False
         decision = self.decide(study, trial)
-        # One write per decision (prediction included); the reason is added when pruning.
-        record = {k: v for k, v in decision.to_dict().items() if v is not None}
-        record["step"] = step
-        storage.set_attr(study, trial, keys.DECISION, record)
+        # A write costs about as much as the decision: made when other workers or a reader
+        # would see a difference (engine.recording); the reason is added when pruning.
+        best = self.options.core(_direction(study)).best_result
+        written = self._written.setdefault(storage_of(study), {})
+        previous = written.get(trial_id(trial))
+        if record_due(decision, previous, step=step, best_result=best, direction=_direction(study)):
+            record = {k: v for k, v in decision.to_dict().items() if v is not None}
+            record["step"] = step
+            storage.set_attr(study, trial, keys.DECISION, record)
+            written[trial_id(trial)] = record
         if decision.prune:
             storage.set_attr(study, trial, keys.PRUNE_REASON, decision.reason)
         if decision.rule == Rule.STUDY_TIME and self._spent(study):
@@ -148,3 +163,7 @@ class TTPPruner(BasePruner):
             return None
         curve = ended[trial_id(trial)] = storage.trial_curve(trial)
         return curve
+
+
+def _direction(study: optuna.Study) -> str:
+    return "maximize" if study.direction == StudyDirection.MAXIMIZE else "minimize"
