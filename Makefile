@@ -44,6 +44,7 @@ bench-cost: $(STAMP)
 	$(BIN)/python scripts/bench_cost_model.py
 	$(BIN)/python scripts/bench_cost_model.py --split held-out
 	$(BIN)/python scripts/bench_cost_model.py --split fresh
+	$(BIN)/python scripts/bench_cost_model.py --split sequence
 	$(BIN)/python scripts/bench_cost_model.py --split demo
 
 curves-data: $(STAMP)

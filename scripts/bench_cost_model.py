@@ -11,6 +11,7 @@ side by side; the table goes into BENCHMARKS.md and a predicted-vs-measured plot
     python scripts/bench_cost_model.py --split held-out   # architectures never tuned on
     python scripts/bench_cost_model.py --split fresh      # architectures written later
     python scripts/bench_cost_model.py --split demo       # the main demo study's trials
+    python scripts/bench_cost_model.py --split sequence   # 1-D models written later still
 
 The held-out split (`scripts/held_out_models.py`: grouped/depthwise convolutions, wide MLPs,
 token mixing, concatenations, upsampling, PyTorch's Transformer encoder, the demo's 1-D CNNs)
@@ -18,7 +19,8 @@ is scored in a section of its own and is never used to choose the model or its c
 so is the demo split, 24 configurations of the main study's search space as its random
 sampler draws them, trained with the study's optimizer. The fresh split
 (`scripts/fresh_models.py`) was written after the held-out split had steered changes, and is
-scored apart in the same way.
+scored apart in the same way; so is the sequence split (`scripts/sequence_models.py`), 1-D
+models written after the held-out split's depthwise 1-D CNN had steered a change.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import torch
 import torchvision
 from fresh_models import fresh_builders
 from held_out_models import held_out_builders
+from sequence_models import CHANNELS, LENGTH, sequence_builders
 from torch import nn
 
 from ttp_search.cost import LayerTimeModel, device_fingerprint
@@ -184,6 +187,19 @@ def build_fresh_cases(quick: bool) -> list[Case]:
     """The fresh split (scripts/fresh_models.py): written later than the held-out split,
     scored apart, never tuned on."""
     return _architecture_cases(fresh_builders(32), quick)
+
+
+def build_sequence_cases(quick: bool) -> list[Case]:
+    """The sequence split (scripts/sequence_models.py): 1-D models at (64, 256), batch 8 and
+    32, SGD and Adam, written later than the fresh split, scored apart, never tuned on."""
+    builders = sequence_builders()
+    names = list(builders)[:2] if quick else list(builders)
+    return [
+        Case(name, builders[name], (CHANNELS, LENGTH), batch, opt)
+        for name in names
+        for batch in ((8,) if quick else (8, 32))
+        for opt in ("sgd", "adam")
+    ]
 
 
 def build_demo_cases(quick: bool) -> list[Case]:
@@ -339,10 +355,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a handful of cases")
     parser.add_argument(
         "--split",
-        choices=("benchmark", "held-out", "fresh", "demo"),
+        choices=("benchmark", "held-out", "fresh", "sequence", "demo"),
         default="benchmark",
-        help="the 15 benchmark models, the held-out or the fresh architectures, or the demo "
-        "study's trials (the last three scored apart)",
+        help="the 15 benchmark models, the held-out, fresh or sequence architectures, or the "
+        "demo study's trials (all but the first scored apart)",
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
@@ -362,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": build_cases,
         "held-out": build_held_out_cases,
         "fresh": build_fresh_cases,
+        "sequence": build_sequence_cases,
         "demo": build_demo_cases,
     }
     if args.from_csv is not None:

@@ -32,6 +32,7 @@ from bench_cost_model import (
     build_demo_cases,
     build_fresh_cases,
     build_held_out_cases,
+    build_sequence_cases,
 )
 
 from ttp_search.cost import LayerTimeModel, UnsupportedOpWarning
@@ -42,6 +43,7 @@ SPLITS = {
     "benchmark": ("bench_cost_cpu.csv", build_cases),
     "held-out": ("bench_cost_cpu-held-out.csv", build_held_out_cases),
     "fresh": ("bench_cost_cpu-fresh.csv", build_fresh_cases),
+    "sequence": ("bench_cost_cpu-sequence.csv", build_sequence_cases),
     "demo": ("bench_cost_cpu-demo.csv", build_demo_cases),
 }
 
