@@ -20,6 +20,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fresh_models import fresh_builders
 from held_out_models import held_out_builders
 
 from ttp_search.cost import LayerTimeModel
@@ -62,11 +63,13 @@ def profiled_by_op(model, shape, batch, steps: int = 5) -> pd.Series:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("cases", nargs="+", help="MODEL:BATCH, models of held_out_models.py")
+    parser.add_argument(
+        "cases", nargs="+", help="MODEL:BATCH, models of held_out_models.py or fresh_models.py"
+    )
     parser.add_argument("--top", type=int, default=8)
     args = parser.parse_args(argv)
     ltm = LayerTimeModel.load_or_calibrate(drift_check=False)
-    builders = held_out_builders(32)
+    builders = {**held_out_builders(32), **fresh_builders(32)}
     for case in args.cases:
         name, batch = case.split(":")
         model = builders[name]().train()
