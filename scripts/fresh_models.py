@@ -11,6 +11,10 @@ a very wide bottleneck ResNet, MobileNetV3-Large, a thin ShuffleNet, a plain Res
 EfficientNet-B1, a windowed-attention Swin-T, ConvMixer's large depthwise kernels and
 ResMLP's affine-normalised MLP blocks. Tune nothing on them; when they have steered a change,
 say so and write a new split.
+
+On 2026-12-08 (seventh session) MobileNetV3-Large and EfficientNet-B1 steered a diagnosis and
+a calibration change (tried, not kept): this is a tuning split from then on, and the sequence
+split (``sequence_models.py``) is the newest.
 """
 
 from __future__ import annotations
