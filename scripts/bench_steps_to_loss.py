@@ -225,6 +225,7 @@ def run(
             df.to_pickle(truth_cache)
     for col in ("pred_steps", "pred_low", "pred_high", "predict_s", "init_s"):
         df[col] = np.nan
+    df["stable"] = True
     for i in tqdm(df.index, desc=f"predictions {setup.name}"):
         cfg = df.loc[i]
         t0 = time.perf_counter()
@@ -236,6 +237,9 @@ def run(
             time.perf_counter() - t0,
             init_s[cfg["loss"]],
         )
+        # False: past the linear model's edge of stability, "not predictable here" (the
+        # estimate's documented meaning), scored apart below as well as with the rest.
+        df.loc[i, "stable"] = bool(est.stable)
     df.insert(0, "setup", setup.name)
     df["N"] = len(data["ce"][1])
     return df, models, data
@@ -306,6 +310,10 @@ def sweep_samples(
             }
         )
     return pd.DataFrame(rows), preds
+
+
+def _median_error(df: pd.DataFrame) -> float:
+    return float(((df.pred_steps - df.true_steps).abs() / df.true_steps).median())
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
@@ -441,6 +449,8 @@ def main() -> int:
                     "rescaled reference", "median_rel_error"
                 ],
                 "SDE cost_ratio_median": row.loc["linearized SDE", "cost_ratio_median"],
+                "flagged unstable": int((~g.stable).sum()),
+                "SDE median_rel_error, stable only": _median_error(g[g.stable]),
             }
         )
     body = "\n".join(
