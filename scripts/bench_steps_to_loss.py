@@ -152,12 +152,15 @@ def predict(sde: LinearizedSDE, cfg: dict, target: float, setup: Setup) -> Steps
         cfg["schedule"],
         points=setup.max_steps // setup.every + 1,
     )
+    # The flag as steps_to_loss sets it: the schedule's peak rate against the edge.
+    peak = cfg["lr"] * float(schedule_factors(cfg["schedule"], setup.max_steps).max())
     return StepsEstimate(
         first_step(c.loss.to_numpy(), target, setup.every),
         first_step(c.loss_low.to_numpy(), target, setup.every),
         first_step(c.loss_high.to_numpy(), target, setup.every),
         target,
         c.attrs["weight_decay"],
+        stable=sde.edge_ratio(peak, cfg["momentum"], cfg["wd"]) <= 1.0,
     )
 
 
