@@ -38,6 +38,19 @@ class ValueRangeWarning(UserWarning):
 SCHEDULES = KINDS  # the schedule names every engine knows
 
 
+def running_incumbent_value(
+    low: float | None, high: float | None, best: float | None, direction: Direction
+) -> float | None:
+    """A running trial's pessimistic predicted end (the worse end of ``[low, high]``) when it
+    is finite and better than the finished trials' ``best``: what makes it the incumbent.
+    ``None`` otherwise (also while nothing has finished)."""
+    pessimistic = high if direction == "minimize" else low
+    if best is None or pessimistic is None or not math.isfinite(pessimistic):
+        return None
+    better = pessimistic < best if direction == "minimize" else pessimistic > best
+    return pessimistic if better else None
+
+
 @dataclass
 class TrialCurve:
     """What the core knows of one trial: its reported curve, budget, schedule and clock."""
@@ -272,8 +285,8 @@ class DecisionCore:
             if t.finished or t.pruned or t.predicted_final is None:
                 continue
             _, low, high = t.predicted_final
-            pessimistic = high if self.direction == "minimize" else low
-            if best is not None and math.isfinite(pessimistic) and self.better(pessimistic, best):
+            pessimistic = running_incumbent_value(low, high, best, self.direction)
+            if pessimistic is not None:
                 best, label = pessimistic, t.label
         return best, len(ended.done), label
 

@@ -15,10 +15,9 @@ result is the incumbent). So the record is written again only when
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
-from ttp_search.engine.decision import Decision, Direction
+from ttp_search.engine.decision import Decision, Direction, running_incumbent_value
 
 #: How far behind, as a fraction of the trial's budget, a stored record may fall.
 RECORD_EVERY = 0.05
@@ -40,23 +39,15 @@ def record_due(
     rule = None if decision.rule is None else decision.rule.value
     if previous.get("rule") != rule:
         return True
-    for record in (decision.to_dict(), previous):
-        if _read_as_incumbent(record, best_result, direction):
+    new = (decision.predicted_final, decision.predicted_low, decision.predicted_high)
+    stored = tuple(previous.get(k) for k in ("predicted_final", "predicted_low", "predicted_high"))
+    for final, low, high in (new, stored):
+        # Read as other workers read a stored prediction (``DecisionCore.incumbent``).
+        if final is None:
+            continue
+        if running_incumbent_value(low, high, best_result, direction) is not None:
             return True
     budget, last = decision.extra.get("budget_steps"), previous.get("step")
     if not budget or last is None:
         return True
     return step - last >= RECORD_EVERY * budget
-
-
-def _read_as_incumbent(record: Mapping, best_result: float, direction: Direction) -> bool:
-    """Whether other workers would take this record's trial as the incumbent (as
-    ``DecisionCore.incumbent`` reads a running trial's stored prediction)."""
-    if record.get("predicted_final") is None:
-        return False
-    pessimistic = record.get("predicted_high" if direction == "minimize" else "predicted_low")
-    if pessimistic is None or not math.isfinite(pessimistic):
-        return False
-    if direction == "minimize":
-        return pessimistic < best_result
-    return pessimistic > best_result

@@ -135,10 +135,11 @@ class TTPPruner(BasePruner):
         decision = self.decide(study, trial)
         # A write costs about as much as the decision: made when other workers or a reader
         # would see a difference (engine.recording); the reason is added when pruning.
-        best = self.options.core(_direction(study)).best_result
+        direction = _direction(study)
+        best = self.options.core(direction).best_result
         written = self._written.setdefault(storage_of(study), {})
         previous = written.get(trial_id(trial))
-        if record_due(decision, previous, step=step, best_result=best, direction=_direction(study)):
+        if record_due(decision, previous, step=step, best_result=best, direction=direction):
             record = {k: v for k, v in decision.to_dict().items() if v is not None}
             record["step"] = step
             storage.set_attr(study, trial, keys.DECISION, record)
