@@ -166,12 +166,15 @@ def build_cases(quick: bool) -> list[Case]:
     return cases
 
 
-def _architecture_cases(builders: dict, quick: bool) -> list[Case]:
-    """Every architecture at 3x32x32, batch 8 and 32, SGD and Adam (``quick``: three, batch 8)."""
+def _architecture_cases(
+    builders: dict, quick: bool, input_shape: tuple[int, ...] = (3, 32, 32)
+) -> list[Case]:
+    """Every architecture at ``input_shape``, batch 8 and 32, SGD and Adam (``quick``: three,
+    batch 8)."""
     names = list(builders)[:3] if quick else list(builders)
     batches = (8,) if quick else (8, 32)
     return [
-        Case(name, builders[name], (3, 32, 32), batch, opt)
+        Case(name, builders[name], input_shape, batch, opt)
         for name in names
         for batch in batches
         for opt in ("sgd", "adam")
@@ -190,16 +193,9 @@ def build_fresh_cases(quick: bool) -> list[Case]:
 
 
 def build_sequence_cases(quick: bool) -> list[Case]:
-    """The sequence split (scripts/sequence_models.py): 1-D models at (64, 256), batch 8 and
-    32, SGD and Adam, written later than the fresh split, scored apart, never tuned on."""
-    builders = sequence_builders()
-    names = list(builders)[:2] if quick else list(builders)
-    return [
-        Case(name, builders[name], (CHANNELS, LENGTH), batch, opt)
-        for name in names
-        for batch in ((8,) if quick else (8, 32))
-        for opt in ("sgd", "adam")
-    ]
+    """The sequence split (scripts/sequence_models.py): 1-D models at (64, 256), written
+    later than the fresh split, scored apart, never tuned on."""
+    return _architecture_cases(sequence_builders(), quick, (CHANNELS, LENGTH))
 
 
 def build_demo_cases(quick: bool) -> list[Case]:

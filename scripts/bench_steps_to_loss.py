@@ -358,8 +358,14 @@ def model_error_coverage(df: pd.DataFrame, level: float = 0.8) -> pd.DataFrame:
             list(zip(refs.pred_steps, refs.pred_low, refs.pred_high, strict=True)),
             refs.true_steps.tolist(),
         )
-        low, high = held.pred_low * np.exp(-widen.margin_), held.pred_high * np.exp(widen.margin_)
-        finite = np.isfinite(held.pred_high)
+        low, high = (
+            np.array(
+                [widen.bounds(lo, hi) for lo, hi in zip(held.pred_low, held.pred_high, strict=True)]
+            )
+            .reshape(-1, 2)
+            .T
+        )
+        finite = np.isfinite(held.pred_high).to_numpy()
         rows.append(
             {
                 "held out": setup,
@@ -371,7 +377,7 @@ def model_error_coverage(df: pd.DataFrame, level: float = 0.8) -> pd.DataFrame:
                                        & (held.true_steps <= held.pred_high)).mean()),
                 "widened coverage": float(((low <= held.true_steps) & (held.true_steps <= high)
                                            & finite).mean()),
-                "widened width (median high/low)": float((high / low)[finite].median()),
+                "widened width (median high/low)": float(np.median(high[finite] / low[finite])),
             }
         )  # fmt: skip
     return pd.DataFrame(rows)
